@@ -1,0 +1,27 @@
+"""The ``crm-intel`` command line: CRM data → features → training → serving.
+
+Each command is thin wiring over a stage function; heavy imports happen inside commands so that
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from crm_intel.commands import importing, simulating
+
+app = typer.Typer(
+    name="crm-intel",
+    help="ML intelligence for CRMs: lead conversion, churn risk, content and channel attribution.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("simulate")(simulating.simulate)
+app.command("import")(importing.import_)
+# Later stages register below, one line each.
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

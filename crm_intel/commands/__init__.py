@@ -1,0 +1,1 @@
+"""CLI command modules: thin wiring over the stage functions, one module per command group."""
