@@ -38,9 +38,9 @@ TICKET_PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
 Kind = Literal["id", "str", "category", "int", "float", "bool", "timestamp", "date"]
 
 DTYPES: dict[str, str] = {
-    "id": "string",
-    "str": "string",
-    "category": "string",
+    "id": "string[pyarrow]",
+    "str": "string[pyarrow]",
+    "category": "string[pyarrow]",
     "int": "Int64",
     "float": "float64",
     "bool": "boolean",
@@ -293,7 +293,7 @@ def _coerce_column(values: pd.Series, col: Column) -> tuple[pd.Series, pd.Series
         blank = blank | (stripped == "").fillna(True)
         values = stripped.mask(blank)
     if col.kind in ("id", "str", "category"):
-        out = values.astype("string")
+        out = values.astype(DTYPES[col.kind])
         return out, pd.Series(False, index=values.index)
     if col.kind in ("timestamp", "date"):
         if isinstance(values.dtype, pd.DatetimeTZDtype):
