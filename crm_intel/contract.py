@@ -60,6 +60,7 @@ class Column:
     ge: float | None = None
     le: float | None = None
     doc: str = ""
+    future_ok: bool = False  # a scheduled date (renewal, campaign end) may lie in the future
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ TABLES: dict[str, TableSpec] = {
                 Column("channel", "category", allowed=CHANNELS),
                 Column("cost", "float", ge=0),
                 Column("start", "timestamp"),
-                Column("end", "timestamp"),
+                Column("end", "timestamp", future_ok=True),
             ),
             primary_key=("campaign_id",),
             not_after=(("start", "end"),),
@@ -189,7 +190,8 @@ TABLES: dict[str, TableSpec] = {
                 Column("mrr", "float", ge=0),
                 Column("seats", "int", ge=1),
                 Column("start", "timestamp"),
-                Column("renewal_date", "timestamp", doc="end of the current annual term"),
+                Column("renewal_date", "timestamp", future_ok=True,
+                       doc="end of the current annual term"),
                 Column("cancelled_at", "timestamp", nullable=True),
             ),
             primary_key=("subscription_id",),
@@ -296,6 +298,12 @@ def _coerce_column(values: pd.Series, col: Column) -> tuple[pd.Series, pd.Series
         out = values.astype(DTYPES[col.kind])
         return out, pd.Series(False, index=values.index)
     if col.kind in ("timestamp", "date"):
+        if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+            values.dtype
+        ):
+            # a bare number has no unit; refusing it beats silently reading 1970 dates
+            bad = values.notna()
+            return pd.Series(pd.NaT, index=values.index, dtype=DTYPES[col.kind]), bad
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             out = values.dt.tz_convert("UTC")
         elif pd.api.types.is_datetime64_dtype(values.dtype):
@@ -401,7 +409,7 @@ def validate_table(
                                     f"{typed[earlier].iloc[i]}"))
     if now is not None:
         for col in spec.columns:
-            if col.kind in ("timestamp", "date") and col.name not in ("renewal_date", "end"):
+            if col.kind in ("timestamp", "date") and not col.future_ok:
                 bad = (typed[col.name] > now).fillna(False).to_numpy()
                 for i in np.flatnonzero(bad)[:5]:
                     problems.append(Problem(spec.name, source, int(i) + 1, col.name,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyarrow import ArrowException
 
 from crm_intel.contract import (
     DTYPES,
@@ -39,7 +40,12 @@ SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
 MAVEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "accounts.csv": ("account", "sector", "year_established", "employees", "office_location"),
     "sales_pipeline.csv": (
-        "opportunity_id", "account", "deal_stage", "engage_date", "close_date", "close_value",
+        "opportunity_id",
+        "account",
+        "deal_stage",
+        "engage_date",
+        "close_date",
+        "close_value",
     ),
 }
 MAVEN_STAGES: dict[str, str] = {
@@ -51,17 +57,26 @@ MAVEN_STAGES: dict[str, str] = {
 # Contract column → the Maven column it is mapped from, so errors name the user's own file.
 MAVEN_SOURCE_COLUMNS: dict[str, dict[str, str]] = {
     "accounts": {
-        "account_id": "account", "name": "account", "industry": "sector",
-        "employee_band": "employees", "region": "office_location",
+        "account_id": "account",
+        "name": "account",
+        "industry": "sector",
+        "employee_band": "employees",
+        "region": "office_location",
         "created_at": "year_established",
     },
     "opportunities": {
-        "opportunity_id": "opportunity_id", "account_id": "account", "stage": "deal_stage",
-        "amount": "close_value", "created_at": "engage_date", "closed_at": "close_date",
+        "opportunity_id": "opportunity_id",
+        "account_id": "account",
+        "stage": "deal_stage",
+        "amount": "close_value",
+        "created_at": "engage_date",
+        "closed_at": "close_date",
         "won": "deal_stage",
     },
     "interactions": {
-        "interaction_id": "opportunity_id", "occurred_at": "engage_date", "account_id": "account",
+        "interaction_id": "opportunity_id",
+        "occurred_at": "engage_date",
+        "account_id": "account",
     },
 }
 MAVEN_TABLE_FILES: dict[str, str] = {
@@ -92,18 +107,36 @@ class MavenExport:
     report: dict[str, int] = field(default_factory=dict)
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every value as text ("" when blank or absent), so the contract alone decides types.
+
+    The header is read as an ordinary row: with ``header=0`` pandas silently turns a first data
+    row with one field too many into an index, shifting every value by a column. Here any row
+    wider than the header is a parse error naming its line.
+    """
+    rows = pd.read_csv(
+        path, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    ).fillna("")
+    header = [str(name).strip() for name in rows.iloc[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValueError(f"column(s) {', '.join(map(repr, repeated))} appear more than once")
+    frame = rows.iloc[1:].reset_index(drop=True)
+    frame.columns = header
+    return frame
+
+
 def _read_file(path: Path, table: str) -> pd.DataFrame:
     """Read one CSV (every value as text) or Parquet file; unreadable → ContractError."""
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
-        # Text only: the contract's coercion decides types and which values are blank.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except Exception as err:  # pandas, pyarrow and codecs raise many types for a bad file
+        return _read_csv(path)
+    except (OSError, ValueError, ArrowException) as err:  # ValueError covers decode/parse errors
         reason = str(err).strip() or type(err).__name__
-        raise ContractError([
-            Problem(table, str(path), None, None, f"could not be read: {reason}")
-        ]) from err
+        raise ContractError(
+            [Problem(table, str(path), None, None, f"could not be read: {reason}")]
+        ) from err
 
 
 def load_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
@@ -132,13 +165,26 @@ def load_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         found = [folder / f"{name}{suffix}" for suffix in SUFFIXES]
         found = [path for path in found if path.is_file()]
         if not found:
-            problems.append(Problem(name, str(folder / f"{name}.csv"), None, None,
-                                    f"file is missing: expected {name}.csv or {name}.parquet"))
+            problems.append(
+                Problem(
+                    name,
+                    str(folder / f"{name}.csv"),
+                    None,
+                    None,
+                    f"file is missing: expected {name}.csv or {name}.parquet",
+                )
+            )
             continue
         if len(found) > 1:
-            problems.append(Problem(name, str(found[0]), None, None,
-                                    f"is ambiguous: both {found[0].name} and {found[1].name} "
-                                    "exist; keep one"))
+            problems.append(
+                Problem(
+                    name,
+                    str(found[0]),
+                    None,
+                    None,
+                    f"is ambiguous: both {found[0].name} and {found[1].name} exist; keep one",
+                )
+            )
             continue
         try:
             frames[name] = _read_file(found[0], name)
@@ -195,8 +241,9 @@ def account_id_for(name: str) -> str:
 
 def _band_uppers() -> list[float]:
     """Upper bound (inclusive) of each employee band: ``"11-50"`` → 50, ``"5000+"`` → inf."""
-    return [float("inf") if band.endswith("+") else float(band.split("-")[1])
-            for band in EMPLOYEE_BANDS]
+    return [
+        float("inf") if band.endswith("+") else float(band.split("-")[1]) for band in EMPLOYEE_BANDS
+    ]
 
 
 def employee_band(employees: pd.Series) -> pd.Series:
@@ -218,19 +265,25 @@ def _read_maven_file(folder: Path, file: str) -> pd.DataFrame:
     path = folder / file
     table = file.removesuffix(".csv")
     if not path.is_file():
-        raise ContractError([Problem(table, str(path), None, None,
-                                     "file is missing from the Maven export")])
+        raise ContractError(
+            [Problem(table, str(path), None, None, "file is missing from the Maven export")]
+        )
     frame = _read_file(path, table)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in MAVEN_COLUMNS[file] if c not in frame.columns]
     if missing:
-        raise ContractError([Problem(table, str(path), None, column, "required column is missing")
-                             for column in missing])
+        raise ContractError(
+            [
+                Problem(table, str(path), None, column, "required column is missing")
+                for column in missing
+            ]
+        )
     return frame.reset_index(drop=True)
 
 
-def _rows(mask: pd.Series) -> list[int]:
-    return [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())]
+def _rows(mask: pd.Series, limit: int = 5) -> list[int]:
+    """1-based rows where ``mask`` holds, the first ``limit`` only (as the contract reports)."""
+    return [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())[:limit]]
 
 
 def _map_accounts(frame: pd.DataFrame, path: str) -> pd.DataFrame:
@@ -244,9 +297,15 @@ def _map_accounts(frame: pd.DataFrame, path: str) -> pd.DataFrame:
         if company == "":
             continue
         if key in first_row:
-            problems.append(Problem("accounts", path, row, "account",
-                                    f"duplicate account {company!r}: its id {key!r} is also "
-                                    f"row {first_row[key]}'s"))
+            problems.append(
+                Problem(
+                    "accounts",
+                    path,
+                    row,
+                    "account",
+                    f"duplicate account {company!r}: its id {key!r} is also row {first_row[key]}'s",
+                )
+            )
         else:
             first_row[key] = row
 
@@ -254,30 +313,47 @@ def _map_accounts(frame: pd.DataFrame, path: str) -> pd.DataFrame:
     year = pd.to_numeric(year_text, errors="coerce")
     bad_year = (year_text != "") & (year.isna() | (year != np.floor(year)) | (year < 1))
     for row in _rows(year_text == ""):
-        problems.append(Problem("accounts", path, row, "year_established",
-                                "value is required but missing"))
+        problems.append(
+            Problem("accounts", path, row, "year_established", "value is required but missing")
+        )
     for row in _rows(bad_year):
-        problems.append(Problem("accounts", path, row, "year_established",
-                                f"{year_text.iloc[row - 1]!r} is not a year"))
+        problems.append(
+            Problem(
+                "accounts",
+                path,
+                row,
+                "year_established",
+                f"{year_text.iloc[row - 1]!r} is not a year",
+            )
+        )
 
     employees_text = frame["employees"].str.strip()
     employees = pd.to_numeric(employees_text, errors="coerce")
     bad_employees = (employees_text != "") & (employees.isna() | (employees < 1))
     for row in _rows(bad_employees):
-        problems.append(Problem("accounts", path, row, "employees",
-                                f"{employees_text.iloc[row - 1]!r} is not a head count (>= 1)"))
+        problems.append(
+            Problem(
+                "accounts",
+                path,
+                row,
+                "employees",
+                f"{employees_text.iloc[row - 1]!r} is not a head count (>= 1)",
+            )
+        )
     if problems:
         raise ContractError(problems)
 
     created_at = year.map(lambda y: f"{int(y):04d}-01-01T00:00:00Z", na_action="ignore")
-    return pd.DataFrame({
-        "account_id": account_id,
-        "name": name,
-        "industry": frame["sector"],
-        "employee_band": employee_band(employees),
-        "region": frame["office_location"],
-        "created_at": created_at,
-    })
+    return pd.DataFrame(
+        {
+            "account_id": account_id,
+            "name": name,
+            "industry": frame["sector"],
+            "employee_band": employee_band(employees),
+            "region": frame["office_location"],
+            "created_at": created_at,
+        }
+    )
 
 
 def map_maven(folder: Path) -> MavenExport:
@@ -328,28 +404,48 @@ def map_maven(folder: Path) -> MavenExport:
     deal_stage = pipeline["deal_stage"].str.strip()
     stage = deal_stage.str.lower().map(MAVEN_STAGES)
     for row in _rows(stage.isna()):
-        problems.append(Problem("opportunities", pipeline_path, row, "deal_stage",
-                                f"{deal_stage.iloc[row - 1]!r} is not one of Prospecting, "
-                                "Engaging, Won, Lost"))
+        problems.append(
+            Problem(
+                "opportunities",
+                pipeline_path,
+                row,
+                "deal_stage",
+                f"{deal_stage.iloc[row - 1]!r} is not one of Prospecting, Engaging, Won, Lost",
+            )
+        )
     account_name = pipeline["account"].str.strip()
     no_account = account_name == ""
     account_id = account_name.map(account_id_for).where(~no_account)
     unknown = ~no_account & ~account_id.isin(accounts["account_id"])
     for row in _rows(unknown):
-        problems.append(Problem("opportunities", pipeline_path, row, "account",
-                                f"{account_name.iloc[row - 1]!r} names no row of accounts.csv"))
+        problems.append(
+            Problem(
+                "opportunities",
+                pipeline_path,
+                row,
+                "account",
+                f"{account_name.iloc[row - 1]!r} names no row of accounts.csv",
+            )
+        )
 
     engage = pipeline["engage_date"].str.strip()
     close = pipeline["close_date"].str.strip()
-    dates = pd.to_datetime(pd.concat([engage, close]).replace("", None), utc=True,
-                           errors="coerce", format="mixed")
+    dates = pd.to_datetime(
+        pd.concat([engage, close]).replace("", None), utc=True, errors="coerce", format="mixed"
+    )
     undated = (engage == "") & (close == "")
     export_date = dates.max()
     if undated.any() and pd.isna(export_date):
-        for row in _rows(undated & ~no_account)[:5]:
-            problems.append(Problem("opportunities", pipeline_path, row, "engage_date",
-                                    "no engage_date or close_date anywhere in the file to date "
-                                    "this deal by"))
+        for row in _rows(undated & ~no_account):
+            problems.append(
+                Problem(
+                    "opportunities",
+                    pipeline_path,
+                    row,
+                    "engage_date",
+                    "no engage_date or close_date anywhere in the file to date this deal by",
+                )
+            )
     if problems:
         raise ContractError(problems)
 
@@ -360,35 +456,42 @@ def map_maven(folder: Path) -> MavenExport:
     created_at = engage.where(engage != "", close)
     if undated.any():
         created_at = created_at.where(~undated, export_date.isoformat())
-    opportunities = pd.DataFrame({
-        "opportunity_id": pipeline["opportunity_id"],
-        "account_id": account_id,
-        "lead_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
-        "stage": stage,
-        "amount": close_value.where((close_value != "") | closed, "0"),
-        "created_at": created_at,
-        "closed_at": close.where(closed, ""),
-        "won": (stage == "closed_won").astype("boolean").where(closed, pd.NA),
-    })[keep].reset_index(drop=True)
+    opportunities = pd.DataFrame(
+        {
+            "opportunity_id": pipeline["opportunity_id"],
+            "account_id": account_id,
+            "lead_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
+            "stage": stage,
+            "amount": close_value.where((close_value != "") | closed, "0"),
+            "created_at": created_at,
+            "closed_at": close.where(closed, ""),
+            "won": (stage == "closed_won").astype("boolean").where(closed, pd.NA),
+        }
+    )[keep].reset_index(drop=True)
 
     engaged = keep & (engage != "")
-    interactions = pd.DataFrame({
-        "interaction_id": pipeline["opportunity_id"].str.strip() + "-engaged",
-        "occurred_at": engage,
-        "lead_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
-        "account_id": account_id,
-        "channel": "sales",
-        "type": "meeting",
-        "content_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
-        "campaign_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
-    })[engaged].reset_index(drop=True)
+    interactions = pd.DataFrame(
+        {
+            "interaction_id": pipeline["opportunity_id"].str.strip() + "-engaged",
+            "occurred_at": engage,
+            "lead_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
+            "account_id": account_id,
+            "channel": "sales",
+            "type": "meeting",
+            "content_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
+            "campaign_id": pd.Series(pd.NA, index=pipeline.index, dtype="string"),
+        }
+    )[engaged].reset_index(drop=True)
 
     tables = {name: _empty(name) for name in TABLES}
     tables.update(accounts=accounts, opportunities=opportunities, interactions=interactions)
     return MavenExport(
         tables=tables,
-        sources={"accounts": accounts_path, "opportunities": pipeline_path,
-                 "interactions": pipeline_path},
+        sources={
+            "accounts": accounts_path,
+            "opportunities": pipeline_path,
+            "interactions": pipeline_path,
+        },
         source_rows={
             "accounts": np.arange(1, len(accounts) + 1),
             "opportunities": rows,

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     conversion_window_days: int = 90
     churn_window_days: int = 90
     snapshot_frequency_days: int = 7
+    lead_scoring_horizon_days: int = 182
 
     @property
     def raw_dir(self) -> Path:
@@ -37,6 +38,16 @@ class Settings(BaseSettings):
     def truth_dir(self) -> Path:
         """Simulator ground truth, beside the raw tables."""
         return self.data_dir / "truth"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature tables (Parquet) written by ``crm-intel features build``."""
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.data_dir / "feast"
 
     def tracking_uri(self) -> str:
         """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite under ``mlruns/``."""

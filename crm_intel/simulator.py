@@ -194,6 +194,7 @@ class SimulationResult:
     tables: dict[str, pd.DataFrame]
     truth: dict[str, pd.DataFrame]
     summary: dict[str, Any]
+    lead_process: LeadProcess | None = None  # the conversion process, for counterfactual queries
 
 
 Progress = Callable[[str], None]
@@ -230,6 +231,12 @@ def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
     index = np.asarray(index, dtype=np.int64)
     mask = index < 0
     return values.take(pa.array(np.where(mask, 0, index), mask=mask))
+
+
+def _strings(values: pa.Array) -> pd.Series:
+    """An Arrow string array as a pandas column of the contract's string dtype, without copies."""
+    return pd.Series(pd.arrays.ArrowStringArray(values.cast(pa.large_string())),
+                     dtype=DTYPES["id"])
 
 
 def _ts(ns: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
@@ -288,7 +295,7 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     progress("touches")
     touches = _touches(cfg, cal, leads, content, rng[4])
     progress("conversions")
-    conv = _Conversion(cfg, cal, leads, touches)
+    conv = LeadProcess(cfg, cal, leads, touches)
     converted_age = conv.conversion_age(conv.effect_sum)
     leads["converted_age"] = converted_age
     u_day = rng[5].random(cfg.leads)
@@ -316,13 +323,12 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     progress("tables")
     tables = _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, churn,
                        usage, tickets, cs_touches)
+    snapshot_ns = cal.week_start(leads["created_week"][lead_truth["lead"]] + lead_truth["age"])
     truth = {
         "lead_conversion": pd.DataFrame({
-            "lead_id": _take(tables["leads"]["lead_id"].array.__arrow_array__(),
-                             lead_truth["lead"]).to_pandas(types_mapper=pd.ArrowDtype)
-            .astype(DTYPES["id"]),
-            "snapshot_at": pd.to_datetime(lead_truth["snapshot_ns"], utc=True),
-            "p_convert": lead_truth["p"],
+            "lead_id": _strings(_take(_ids("L", cfg.leads, 7), lead_truth.pop("lead"))),
+            "snapshot_at": pd.to_datetime(snapshot_ns, utc=True),
+            "p_convert": lead_truth.pop("p"),
         }),
         "churn": pd.DataFrame({
             "account_id": tables["accounts"]["account_id"].to_numpy()[churn["truth_account"]],
@@ -333,8 +339,9 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
         "attribution_content": attribution["content"].assign(
             content_id=lambda d: d["content_id"].astype(DTYPES["id"])),
     }
+    del lead_truth
     summary = _summary(cfg, tables, truth, attribution, conv)
-    return SimulationResult(cfg, tables, truth, summary)
+    return SimulationResult(cfg, tables, truth, summary, conv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -502,12 +509,14 @@ def _touches(cfg: SimulationConfig, cal: _Calendar, leads: dict, content: dict,
     has_campaign = paid[channel] & (rng.random(len(cell)) < 0.9)
     campaign = np.where(has_campaign, paid_index[channel] * (-(-cal.weeks // EPOCH_WEEKS)) + quarter,
                         -1)
-    return {"lead": lead, "age": t_age, "week": t_week, "occurred_ns": occurred_ns,
-            "channel": channel, "type": ttype, "content": item, "campaign": campaign,
+    return {"lead": lead.astype(np.int32), "age": t_age.astype(np.int16),
+            "week": t_week.astype(np.int16), "occurred_ns": occurred_ns,
+            "channel": channel.astype(np.int8), "type": ttype.astype(np.int8),
+            "content": item.astype(np.int16), "campaign": campaign.astype(np.int16),
             "effect": effect}
 
 
-class _Conversion:
+class LeadProcess:
     """The lead conversion process: hazards, clocks, counterfactuals and exact truth."""
 
     def __init__(self, cfg: SimulationConfig, cal: _Calendar, leads: dict, touches: dict):
@@ -515,9 +524,12 @@ class _Conversion:
         self.life = cfg.lead_lifetime_weeks
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 99]))
         self.clock = rng.exponential(1.0, leads["n"])
-        self.cell = touches["lead"] * self.life + touches["age"]
-        self.effect_sum = np.bincount(self.cell, weights=touches["effect"],
+        cell = touches["lead"].astype(np.int64) * self.life + touches["age"]
+        self.effect_sum = np.bincount(cell, weights=touches["effect"],
                                       minlength=leads["n"] * self.life).reshape(-1, self.life)
+        self.factual = self.conversion_age(self.effect_sum) > 0
+        # removing touches only lowers the hazard, so only factual conversions can be lost
+        self._of_converted = self.factual[touches["lead"]]
 
     def conversion_age(self, effect_sum: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Age in weeks (1..lifetime) at which each lead converts within the period, 0 if never."""
@@ -537,8 +549,21 @@ class _Conversion:
         hit = passed.any(axis=1)
         return np.where(hit, passed.argmax(axis=1) + 1, 0)
 
+    def converted_without(self, remove: np.ndarray) -> np.ndarray:
+        """Whether each lead converts within the period with the touches in ``remove`` removed.
+
+        ``remove`` is a boolean mask over :attr:`touches` (all pre-drawn touches, including the
+        ones after a factual conversion); every other random draw is held fixed.
+        """
+        converted = self.factual.copy()
+        rows, still = self._without(remove)
+        converted[rows] = still
+        return converted
+
     def _without(self, remove: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Leads affected by removing the touches in mask ``remove`` and whether they convert."""
+        """Converted leads affected by removing the touches in ``remove``, and whether they still
+        convert."""
+        remove = remove & self._of_converted
         rows, inverse = np.unique(self.touches["lead"][remove], return_inverse=True)
         if len(rows) == 0:
             return rows, np.zeros(0, dtype=bool)
@@ -567,7 +592,9 @@ class _Conversion:
             n_lost, v_lost = lost(mask)
             ct_rows.append((f"CT{k + 1:04d}", n_lost, v_lost))
         all_rows, still = self._without(np.ones(len(self.touches["lead"]), dtype=bool))
-        self.touch_attributed = int((converted[all_rows] & ~still).sum())
+        lost_all = converted[all_rows] & ~still
+        self.touch_attributed = int(lost_all.sum())
+        self.touch_attributed_value = float(value[all_rows][lost_all].sum())
         self.conversions = int(converted.sum())
         channels = pd.DataFrame(ch_rows, columns=["channel", "effect_weight", "conversions_lost",
                                                   "value_lost"])
@@ -576,11 +603,17 @@ class _Conversion:
             total, total_value = frame["conversions_lost"].sum(), frame["value_lost"].sum()
             frame["share"] = frame["conversions_lost"] / total if total else 0.0
             frame["value_share"] = frame["value_lost"] / total_value if total_value else 0.0
+            # the conversions (revenue) that touches cause, split by the removal shares
+            frame["credited_conversions"] = frame["share"] * self.touch_attributed
+            frame["credited_value"] = frame["value_share"] * self.touch_attributed_value
         return {"channels": channels, "content": items}
 
     def _future_tables(self, content: dict) -> tuple[np.ndarray, np.ndarray]:
-        """1 - E[exp(-e x)] over one future touch's effect, per (source, interest, stage, epoch)."""
-        grid = np.logspace(-8, 3, 441)
+        """1 - E[exp(-e x)] over one future touch's effect, per (source, interest, stage, epoch).
+
+        Tabulated on the grid ``2**e * (1 + j/16)``, so a lookup reads the float's bits.
+        """
+        grid = np.ldexp(1.0 + (np.arange(GRID_LEN) % 16) / 16, GRID_EXP_MIN + np.arange(GRID_LEN) // 16)
         n_src, n_ep = len(SOURCES), content["n_epochs"]
         tables = np.zeros((n_src, 3, 3, n_ep, len(grid)))
         p_ch = _channel_matrix()
@@ -610,7 +643,36 @@ class _Conversion:
                 tables[:, :, stage, ep, :] = wt @ g
         return grid, tables.reshape(-1, len(grid))
 
-    def truth(self, converted_age: np.ndarray, content: dict, chunk: int = 400_000) -> dict:
+    def _calendar_tables(self, n_ep: int, horizon: int) -> dict[str, np.ndarray]:
+        """Everything in the truth that depends only on (snapshot week, lead age)."""
+        life, cal = self.life, self.cal
+        n_w = cal.total - horizon - 1
+        w = np.repeat(np.arange(n_w), life + 1)
+        a = np.tile(np.arange(life + 1), n_w)
+        js = np.arange(horizon + 1)
+        alive = (a[:, None] + js[None, :]) <= life
+        exp_s = cal.exp_season[w[:, None] + js[None, :]] * alive
+        decay = INTENT_DECAY**js
+        ms = np.arange(horizon)
+        touch_age = a[:, None] + ms[None, :]
+        out: dict[str, np.ndarray] = {
+            "arrival": _arrival_shape(touch_age) * cal.touch_season[w[:, None] + ms[None, :]]
+            * (touch_age <= life - 1),
+            "group": (_stage(touch_age).astype(np.int64) * n_ep
+                      + np.minimum((w[:, None] + ms[None, :]) // EPOCH_WEEKS, n_ep - 1)),
+        }
+        for last in (horizon - 1, horizon):
+            out[f"s0_{last}"] = exp_s[:, : last + 1].sum(axis=1)
+            out[f"s1_{last}"] = (exp_s[:, : last + 1] * decay[: last + 1]).sum(axis=1)
+            k = np.zeros((len(w), horizon))
+            k_next = np.zeros(len(w))
+            for m in range(last - 1, -1, -1):
+                k_next = exp_s[:, m + 1] + INTENT_DECAY * k_next
+                k[:, m] = k_next
+            out[f"k_{last}"] = k
+        return out
+
+    def truth(self, converted_age: np.ndarray, content: dict, chunk: int = 250_000) -> dict:
         """Exact P(convert within window_days) at every weekly snapshot a lead is open."""
         cfg, cal, leads, life = self.cfg, self.cal, self.leads, self.life
         ages = np.arange(1, life + 1)
@@ -618,65 +680,59 @@ class _Conversion:
         conv = np.where(converted_age > 0, converted_age, life + 1)
         open_ = (week < cal.weeks) & (ages[None, :] <= conv[:, None])
         lead_idx, a_idx = np.nonzero(open_)
-        a_idx = a_idx + 1
+        lead_idx = lead_idx.astype(np.int32)
+        a_idx = (a_idx + 1).astype(np.int16)
+        del week, open_
         # intent at the start of each age, from touches before it
         intent = np.zeros((leads["n"], life + 1))
         running = np.zeros(leads["n"])
         for a in range(life):
             running = running * INTENT_DECAY + np.maximum(self.effect_sum[:, a], 0.0)
             intent[:, a + 1] = running
-        grid, tables = self._future_tables(content)
-        log_grid0, step = np.log(grid[0]), np.log(grid[1] / grid[0])
-        n_grid = len(grid)
+        _, tables = self._future_tables(content)
         flat = tables.ravel()
         horizon = cfg.window_weeks - 1  # whole weeks fully inside the window: 0..horizon-1
         tail_frac = (cfg.window_days - 7 * horizon) / 7
         n_ep = content["n_epochs"]
-
-        def f_lookup(group: np.ndarray, x: np.ndarray) -> np.ndarray:
-            lx = np.log(np.maximum(x, 1e-300))
-            pos = (lx - log_grid0) / step
-            i0 = np.clip(np.floor(pos).astype(np.int64), 0, n_grid - 2)
-            frac = np.clip(pos - i0, 0.0, 1.0)
-            base = group * n_grid + i0
-            val = flat[base] * (1 - frac) + flat[base + 1] * frac
-            small = x < grid[0]
-            return np.where(small, flat[group * n_grid] * x / grid[0], val)
+        cal_t = self._calendar_tables(n_ep, horizon)
 
         out = np.empty(len(lead_idx))
         for lo in range(0, len(lead_idx), chunk):
-            i = lead_idx[lo:lo + chunk]
-            a = a_idx[lo:lo + chunk]
-            w = leads["created_week"][i] + a
+            i = lead_idx[lo:lo + chunk].astype(np.int64)
+            a = a_idx[lo:lo + chunk].astype(np.int64)
+            wa = (leads["created_week"][i] + a) * (life + 1) + a
             eta = np.exp(leads["eta"][i])
             cur = intent[i, a]
-            js = np.arange(horizon + 1)
-            alive = (a[:, None] + js[None, :]) <= life
-            exp_s = cal.exp_season[w[:, None] + js[None, :]] * alive
-            decay = INTENT_DECAY ** js
-            known_terms = eta[:, None] * exp_s * (BASE_INTENT + cur[:, None] * decay[None, :])
-            # future touches in weeks m = 0..horizon-1 (age a+m must be < lifetime)
-            ms = np.arange(horizon)
-            touch_age = a[:, None] + ms[None, :]
-            can_touch = touch_age <= life - 1
-            rho = (leads["rate"][i][:, None] * _arrival_shape(touch_age)
-                   * cal.touch_season[w[:, None] + ms[None, :]] * can_touch)
-            group = (((leads["source"][i][:, None] * 3 + leads["interest"][i][:, None]) * 3
-                      + _stage(touch_age)) * n_ep
-                     + np.minimum((w[:, None] + ms[None, :]) // EPOCH_WEEKS, n_ep - 1))
+            base = (leads["source"][i] * 3 + leads["interest"][i]) * 3 * n_ep
+            rho = leads["rate"][i][:, None] * cal_t["arrival"][wa]
+            group = (base[:, None] + cal_t["group"][wa]) * GRID_LEN
             log_surv = []
-            for last in (horizon - 1, horizon):  # hazard weeks 0..last inside the window
-                known = known_terms[:, : last + 1].sum(axis=1)
-                k_next = np.zeros(len(i))
-                future = np.zeros(len(i))
-                for m in range(last - 1, -1, -1):
-                    k_next = exp_s[:, m + 1] + INTENT_DECAY * k_next
-                    future += rho[:, m] * f_lookup(group[:, m], eta * k_next)
+            for last in (horizon - 1, horizon):
+                known = eta * (BASE_INTENT * cal_t[f"s0_{last}"][wa] + cur * cal_t[f"s1_{last}"][wa])
+                x = eta[:, None] * cal_t[f"k_{last}"][wa]
+                future = (rho * _lookup(flat, group, x)).sum(axis=1)
                 log_surv.append(-known - future)
             s_whole, s_tail = np.exp(log_surv[0]), np.exp(log_surv[1])
             out[lo:lo + chunk] = (1 - s_whole) + tail_frac * (s_whole - s_tail)
-        return {"lead": lead_idx, "snapshot_ns": cal.week_start(leads["created_week"][lead_idx]
-                                                                 + a_idx), "p": out}
+        del intent
+        return {"lead": lead_idx, "age": a_idx, "p": out}
+
+
+GRID_EXP_MIN, GRID_EXP_MAX = -30, 12
+GRID_LEN = (GRID_EXP_MAX - GRID_EXP_MIN) * 16 + 1
+
+
+def _lookup(flat: np.ndarray, offset: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Linear interpolation of tables on the grid ``2**e * (1 + j/16)``, read off float bits."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
+    pos = (bits >> 48) - ((1023 + GRID_EXP_MIN) << 4)
+    frac = (bits & ((1 << 48) - 1)) * (1.0 / (1 << 48))
+    inside = np.clip(pos, 0, GRID_LEN - 2)
+    lo = flat[offset + inside]
+    val = lo + frac * (flat[offset + inside + 1] - lo)
+    below = pos < 0  # tiny x (including 0): the table is linear there
+    val = np.where(below, flat[offset] * x * 2.0**-GRID_EXP_MIN, val)
+    return np.where(pos > GRID_LEN - 2, flat[offset + GRID_LEN - 1], val)
 
 
 def _opportunities(cfg: SimulationConfig, cal: _Calendar, leads: dict, acc: dict,
@@ -941,6 +997,7 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
     ttype = np.concatenate([touches["type"][keep], np.full(n_cs, TY["meeting"])])
     item = np.concatenate([touches["content"][keep], np.full(n_cs, -1)])
     campaign = np.concatenate([touches["campaign"][keep], np.full(n_cs, -1)])
+    del keep, t_lead
     order = np.lexsort((lead_col, occurred))
     interactions = pa.table({
         "interaction_id": _ids("I", len(order), 9),
@@ -954,6 +1011,7 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
         "content_id": _take(content_ids, item[order]),
         "campaign_id": _take(camp_ids, campaign[order]),
     })
+    del occurred, lead_col, acc_col, channel, ttype, item, campaign, order
 
     opp_open = opps["won"] < 0
     opportunities = pa.table({
@@ -1003,11 +1061,12 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
     arrow = {"accounts": accounts, "leads": leads_t, "opportunities": opportunities,
              "content": content_t, "campaigns": campaigns_t, "interactions": interactions,
              "subscriptions": subscriptions, "usage": usage_t, "tickets": tickets_t}
-    return {name: _to_contract_frame(arrow[name], name) for name in TABLES}
+    return {name: _to_contract_frame(arrow.pop(name), name) for name in TABLES}
 
 
 def _to_contract_frame(table: pa.Table, name: str) -> pd.DataFrame:
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    strings = pd.StringDtype("pyarrow")
+    frame = table.to_pandas(types_mapper={pa.string(): strings, pa.large_string(): strings}.get)
     for col in TABLES[name].columns:
         if frame[col.name].dtype != DTYPES[col.kind]:
             frame[col.name] = frame[col.name].astype(DTYPES[col.kind])
