@@ -210,7 +210,8 @@ TABLES: dict[str, TableSpec] = {
             ),
             primary_key=("account_id", "date"),
             foreign_keys=(("account_id", "accounts"),),
-            doc="Weekly product usage per customer account (date = first day of the week).",
+            doc="Weekly product usage per customer account. `date` is when the week's figures"
+            " close: the row covers the 7 days before it, so it is usable from `date` on.",
         ),
         TableSpec(
             "tickets",

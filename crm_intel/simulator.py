@@ -223,20 +223,19 @@ def _cumulative(p: np.ndarray) -> np.ndarray:
 def _ids(prefix: str, n: int, width: int) -> pa.Array:
     numbers = pa.array(np.arange(1, n + 1, dtype=np.int64)).cast(pa.string())
     padded = pa.compute.utf8_lpad(numbers, width=width, padding="0")
-    return pa.compute.binary_join_element_wise(prefix, padded, "")
+    return pa.compute.binary_join_element_wise(prefix, padded, "").cast(pa.large_string())
 
 
 def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
     """``values[index]`` with nulls where ``index < 0``."""
-    index = np.asarray(index, dtype=np.int64)
+    index = np.asarray(index)
     mask = index < 0
-    return values.take(pa.array(np.where(mask, 0, index), mask=mask))
+    return values.take(pa.array(np.where(mask, 0, index), mask=mask if mask.any() else None))
 
 
 def _strings(values: pa.Array) -> pd.Series:
     """An Arrow string array as a pandas column of the contract's string dtype, without copies."""
-    return pd.Series(pd.arrays.ArrowStringArray(values.cast(pa.large_string())),
-                     dtype=DTYPES["id"])
+    return pd.Series(pd.arrays.ArrowStringArray(values), dtype=DTYPES["id"])
 
 
 def _ts(ns: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
@@ -314,6 +313,7 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     attribution = conv.counterfactual_truth(converted_age > 0, lead_value, content, progress)
     progress("lead truth")
     lead_truth = conv.truth(converted_age, content)
+    conv.release()
     progress("subscriptions and churn")
     subs = _subscriptions(cfg, cal, acc, opps, rng[7])
     churn = _churn(cfg, cal, subs, rng[8])
@@ -524,12 +524,24 @@ class LeadProcess:
         self.life = cfg.lead_lifetime_weeks
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 99]))
         self.clock = rng.exponential(1.0, leads["n"])
-        cell = touches["lead"].astype(np.int64) * self.life + touches["age"]
-        self.effect_sum = np.bincount(cell, weights=touches["effect"],
-                                      minlength=leads["n"] * self.life).reshape(-1, self.life)
+        self._effect_sum: np.ndarray | None = None
         self.factual = self.conversion_age(self.effect_sum) > 0
         # removing touches only lowers the hazard, so only factual conversions can be lost
         self._of_converted = self.factual[touches["lead"]]
+
+    @property
+    def effect_sum(self) -> np.ndarray:
+        """Sum of touch effects per lead (rows) and week of age (columns); built on demand."""
+        if self._effect_sum is None:
+            cell = self.touches["lead"].astype(np.int64) * self.life + self.touches["age"]
+            self._effect_sum = np.bincount(
+                cell, weights=self.touches["effect"], minlength=self.leads["n"] * self.life
+            ).reshape(-1, self.life)
+        return self._effect_sum
+
+    def release(self) -> None:
+        """Drop the cached effect sums (rebuilt on the next use) to keep peak memory low."""
+        self._effect_sum = None
 
     def conversion_age(self, effect_sum: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Age in weeks (1..lifetime) at which each lead converts within the period, 0 if never."""
@@ -990,13 +1002,14 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
     t_lead = touches["lead"][keep]
     n_cs = len(cs_touches["account"])
     occurred = np.concatenate([touches["occurred_ns"][keep], cs_touches["occurred_ns"]])
-    lead_col = np.concatenate([t_lead, np.full(n_cs, -1)])
+    lead_col = np.concatenate([t_lead, np.full(n_cs, -1, np.int32)])
     acc_col = np.concatenate([np.where(leads["account_missing"][t_lead], -1,
-                                       leads["account"][t_lead]), cs_touches["account"]])
-    channel = np.concatenate([touches["channel"][keep], np.full(n_cs, CH["sales"])])
-    ttype = np.concatenate([touches["type"][keep], np.full(n_cs, TY["meeting"])])
-    item = np.concatenate([touches["content"][keep], np.full(n_cs, -1)])
-    campaign = np.concatenate([touches["campaign"][keep], np.full(n_cs, -1)])
+                                       leads["account"][t_lead]).astype(np.int32),
+                              cs_touches["account"].astype(np.int32)])
+    channel = np.concatenate([touches["channel"][keep], np.full(n_cs, CH["sales"], np.int8)])
+    ttype = np.concatenate([touches["type"][keep], np.full(n_cs, TY["meeting"], np.int8)])
+    item = np.concatenate([touches["content"][keep], np.full(n_cs, -1, np.int16)])
+    campaign = np.concatenate([touches["campaign"][keep], np.full(n_cs, -1, np.int16)])
     del keep, t_lead
     order = np.lexsort((lead_col, occurred))
     interactions = pa.table({
@@ -1004,10 +1017,8 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
         "occurred_at": _ts(occurred[order]),
         "lead_id": _take(lead_ids, lead_col[order]),
         "account_id": _take(acc_ids, acc_col[order]),
-        "channel": pa.array(np.array(CHANNELS))
-        .take(pa.array(channel[order].astype(np.int64))),
-        "type": pa.array(np.array(INTERACTION_TYPES))
-        .take(pa.array(ttype[order].astype(np.int64))),
+        "channel": pa.array(CHANNELS, pa.large_string()).take(pa.array(channel[order])),
+        "type": pa.array(INTERACTION_TYPES, pa.large_string()).take(pa.array(ttype[order])),
         "content_id": _take(content_ids, item[order]),
         "campaign_id": _take(camp_ids, campaign[order]),
     })

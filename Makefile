@@ -1,0 +1,54 @@
+# crm-intel: every target sets itself up from the repo's own files.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data
+MAVEN_DIR ?= ../shared/datasets/maven_crm
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## List every target with what it does
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install crm-intel with its dev extra
+
+demo: $(STAMP) ## Main job on embedded defaults: demo CRM → import check (later stages append here)
+	$(BIN)/crm-intel simulate --data-dir $(DATA_DIR) --seed 7
+	@if [ -d "$(MAVEN_DIR)" ]; then \
+		$(BIN)/crm-intel import --maven $(MAVEN_DIR) --data-dir $(DATA_DIR)/maven; \
+	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
+
+test: $(STAMP) ## Run the whole test suite (unit, integration, model)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Run only the fast unit tests
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy on the package
+	$(BIN)/ruff check crm_intel features training serving tests benchmarks
+	$(BIN)/ruff format --check crm_intel features training serving tests benchmarks
+	$(BIN)/mypy crm_intel features training serving
+
+format: $(STAMP) ## Format and autofix with ruff
+	$(BIN)/ruff format crm_intel features training serving tests benchmarks
+	$(BIN)/ruff check --fix crm_intel features training serving tests benchmarks
+
+bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, peak memory)
+	$(BIN)/python benchmarks/simulate.py
+
+bench: bench-simulate ## Run every benchmark (writes benchmarks/results/*.json)
+
+clean: ## Remove the data directory and caches (keeps .venv)
+	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
+
+.PHONY: help install demo test test-unit lint format bench bench-simulate clean
