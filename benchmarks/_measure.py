@@ -26,8 +26,9 @@ print("@@RESULT@@" + json.dumps(_out, default=str))
 def measure(code: str, timeout: float = 1800) -> dict[str, Any]:
     """Execute ``code`` in a new interpreter; ``RESULT`` (a dict) it sets is returned too."""
     script = _WRAPPER.format(code=textwrap.dedent(code))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{done.stderr[-4000:]}")
     line = next(x for x in done.stdout.splitlines() if x.startswith("@@RESULT@@"))
@@ -37,16 +38,18 @@ def measure(code: str, timeout: float = 1800) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import os
 
-    return {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def write(name: str, payload: dict[str, Any]) -> Path:
     """Print the payload and write it to ``benchmarks/results/<name>.json``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    text = json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2,
-                      default=str)
+    text = json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=str)
     path.write_text(text + "\n")
     print(text)
     return path

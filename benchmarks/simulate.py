@@ -47,10 +47,14 @@ RESULT = {{}}
         "interactions": ours["interactions"],
         "rows": ours["rows"],
         "truth_rows": ours["truth_rows"],
-        "crm_intel_simulate": {"seconds": round(ours["seconds"], 2),
-                               "peak_gib": round(ours["peak_mib"] / 1024, 3)},
-        "peer_parquet_io_floor": {"seconds": round(peer["seconds"], 2),
-                                  "peak_gib": round(peer["peak_mib"] / 1024, 3)},
+        "crm_intel_simulate": {
+            "seconds": round(ours["seconds"], 2),
+            "peak_gib": round(ours["peak_mib"] / 1024, 3),
+        },
+        "peer_parquet_io_floor": {
+            "seconds": round(peer["seconds"], 2),
+            "peak_gib": round(peer["peak_mib"] / 1024, 3),
+        },
         "targets": {"seconds": TARGET_SECONDS, "peak_gib": TARGET_GIB},
         "meets_targets": ours["seconds"] <= TARGET_SECONDS
         and ours["peak_mib"] / 1024 <= TARGET_GIB,

@@ -17,12 +17,31 @@ import pandas as pd
 import pandera.pandas as pa
 
 CHANNELS: tuple[str, ...] = (
-    "email", "paid_search", "organic_search", "social", "display", "event",
-    "webinar", "referral", "partner", "direct", "sales",
+    "email",
+    "paid_search",
+    "organic_search",
+    "social",
+    "display",
+    "event",
+    "webinar",
+    "referral",
+    "partner",
+    "direct",
+    "sales",
 )
 INTERACTION_TYPES: tuple[str, ...] = (
-    "email_open", "email_click", "email_reply", "page_view", "pricing_page_view", "form_submit",
-    "content_download", "webinar_attend", "event_attend", "call", "meeting", "demo_request",
+    "email_open",
+    "email_click",
+    "email_reply",
+    "page_view",
+    "pricing_page_view",
+    "form_submit",
+    "content_download",
+    "webinar_attend",
+    "event_attend",
+    "call",
+    "meeting",
+    "demo_request",
 )
 HIGH_INTENT_TYPES: tuple[str, ...] = ("pricing_page_view", "demo_request")
 CONTENT_TYPES: tuple[str, ...] = ("blog", "whitepaper", "case_study", "webinar", "video", "ebook")
@@ -30,7 +49,12 @@ EMPLOYEE_BANDS: tuple[str, ...] = ("1-10", "11-50", "51-200", "201-1000", "1001-
 SENIORITIES: tuple[str, ...] = ("individual", "manager", "director", "vp", "c_level")
 LEAD_STATUSES: tuple[str, ...] = ("open", "converted", "recycled", "disqualified")
 OPPORTUNITY_STAGES: tuple[str, ...] = (
-    "prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost",
+    "prospecting",
+    "qualification",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
 )
 PLANS: tuple[str, ...] = ("starter", "growth", "enterprise")
 TICKET_PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
@@ -108,7 +132,9 @@ TABLES: dict[str, TableSpec] = {
                 Column("job_title", "str", nullable=True),
                 Column("seniority", "category", nullable=True, allowed=SENIORITIES),
                 Column("country", "str", nullable=True),
-                Column("email_hash", "str", nullable=True, doc="SHA-256 of the e-mail; never a feature"),
+                Column(
+                    "email_hash", "str", nullable=True, doc="SHA-256 of the e-mail; never a feature"
+                ),
                 Column("status", "category", allowed=LEAD_STATUSES),
                 Column("converted_at", "timestamp", nullable=True),
             ),
@@ -190,8 +216,12 @@ TABLES: dict[str, TableSpec] = {
                 Column("mrr", "float", ge=0),
                 Column("seats", "int", ge=1),
                 Column("start", "timestamp"),
-                Column("renewal_date", "timestamp", future_ok=True,
-                       doc="end of the current annual term"),
+                Column(
+                    "renewal_date",
+                    "timestamp",
+                    future_ok=True,
+                    doc="end of the current annual term",
+                ),
                 Column("cancelled_at", "timestamp", nullable=True),
             ),
             primary_key=("subscription_id",),
@@ -317,8 +347,16 @@ def _coerce_column(values: pd.Series, col: Column) -> tuple[pd.Series, pd.Series
         if pd.api.types.is_bool_dtype(values.dtype):
             return values.astype("boolean"), pd.Series(False, index=values.index)
         text = values.astype("string").str.lower()
-        mapping = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
-                   "1.0": True, "0.0": False}
+        mapping = {
+            "true": True,
+            "false": False,
+            "1": True,
+            "0": False,
+            "yes": True,
+            "no": False,
+            "1.0": True,
+            "0.0": False,
+        }
         out = text.map(mapping).astype("boolean")
         return out, out.isna() & ~blank
     numeric = pd.to_numeric(values, errors="coerce")
@@ -332,8 +370,13 @@ def _coerce_column(values: pd.Series, col: Column) -> tuple[pd.Series, pd.Series
 
 
 def _describe_kind(col: Column) -> str:
-    return {"timestamp": "a timestamp (ISO 8601)", "date": "a date", "int": "an integer",
-            "float": "a number", "bool": "true or false"}.get(col.kind, "text")
+    return {
+        "timestamp": "a timestamp (ISO 8601)",
+        "date": "a date",
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+    }.get(col.kind, "text")
 
 
 def coerce_table(frame: pd.DataFrame, spec: TableSpec, source: str = "") -> pd.DataFrame:
@@ -345,9 +388,9 @@ def coerce_table(frame: pd.DataFrame, spec: TableSpec, source: str = "") -> pd.D
     source = source or spec.name
     missing = [c.name for c in spec.columns if c.name not in frame.columns and not c.nullable]
     if missing:
-        raise ContractError([
-            Problem(spec.name, source, None, m, "required column is missing") for m in missing
-        ])
+        raise ContractError(
+            [Problem(spec.name, source, None, m, "required column is missing") for m in missing]
+        )
     frame = frame.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
     problems: list[Problem] = []
@@ -357,10 +400,15 @@ def coerce_table(frame: pd.DataFrame, spec: TableSpec, source: str = "") -> pd.D
             continue
         cast, bad = _coerce_column(frame[col.name], col)
         for i in np.flatnonzero(bad.to_numpy())[:5]:
-            problems.append(Problem(
-                spec.name, source, int(i) + 1, col.name,
-                f"{frame[col.name].iloc[i]!r} is not {_describe_kind(col)}",
-            ))
+            problems.append(
+                Problem(
+                    spec.name,
+                    source,
+                    int(i) + 1,
+                    col.name,
+                    f"{frame[col.name].iloc[i]!r} is not {_describe_kind(col)}",
+                )
+            )
         out[col.name] = cast
     if problems:
         raise ContractError(problems)
@@ -386,8 +434,9 @@ def _schema_problems(err: pa.errors.SchemaErrors, spec: TableSpec, source: str) 
             message = f"wrong type: {check}"
         else:
             message = f"{value!r} {check}"
-        problems.append(Problem(spec.name, source, row,
-                                None if pd.isna(column) else str(column), message))
+        problems.append(
+            Problem(spec.name, source, row, None if pd.isna(column) else str(column), message)
+        )
     return problems
 
 
@@ -405,22 +454,41 @@ def validate_table(
     for earlier, later in spec.not_after:
         bad = (typed[later] < typed[earlier]).fillna(False).to_numpy()
         for i in np.flatnonzero(bad)[:5]:
-            problems.append(Problem(spec.name, source, int(i) + 1, later,
-                                    f"{typed[later].iloc[i]} is before {earlier} "
-                                    f"{typed[earlier].iloc[i]}"))
+            problems.append(
+                Problem(
+                    spec.name,
+                    source,
+                    int(i) + 1,
+                    later,
+                    f"{typed[later].iloc[i]} is before {earlier} {typed[earlier].iloc[i]}",
+                )
+            )
     if now is not None:
         for col in spec.columns:
             if col.kind in ("timestamp", "date") and not col.future_ok:
                 bad = (typed[col.name] > now).fillna(False).to_numpy()
                 for i in np.flatnonzero(bad)[:5]:
-                    problems.append(Problem(spec.name, source, int(i) + 1, col.name,
-                                            f"{typed[col.name].iloc[i]} is in the future "
-                                            f"(after {now})"))
+                    problems.append(
+                        Problem(
+                            spec.name,
+                            source,
+                            int(i) + 1,
+                            col.name,
+                            f"{typed[col.name].iloc[i]} is in the future (after {now})",
+                        )
+                    )
     if spec.name == "interactions":
         orphan = (typed["lead_id"].isna() & typed["account_id"].isna()).to_numpy()
         for i in np.flatnonzero(orphan)[:5]:
-            problems.append(Problem(spec.name, source, int(i) + 1, "lead_id",
-                                    "an interaction needs a lead_id or an account_id"))
+            problems.append(
+                Problem(
+                    spec.name,
+                    source,
+                    int(i) + 1,
+                    "lead_id",
+                    "an interaction needs a lead_id or an account_id",
+                )
+            )
     if problems:
         raise ContractError(problems)
     return typed
@@ -449,11 +517,13 @@ def validate_tables(
     unknown = sorted(set(frames) - set(TABLES))
     missing = [t for t in TABLES if t not in frames]
     if unknown or missing:
-        problems = [Problem(t, sources.get(t, t), None, None, "unknown table") for t in unknown]
-        problems += [Problem(t, t, None, None, "required table is missing") for t in missing]
-        raise ContractError(problems)
-    typed = {name: validate_table(frames[name], TABLES[name], sources.get(name, name), now)
-             for name in TABLES}
+        absent = [Problem(t, sources.get(t, t), None, None, "unknown table") for t in unknown]
+        absent += [Problem(t, t, None, None, "required table is missing") for t in missing]
+        raise ContractError(absent)
+    typed = {
+        name: validate_table(frames[name], TABLES[name], sources.get(name, name), now)
+        for name in TABLES
+    }
     problems: list[Problem] = []
     for name, spec in TABLES.items():
         for column, ref in spec.foreign_keys:
@@ -461,8 +531,15 @@ def validate_tables(
             values = typed[name][column]
             bad = (values.notna() & ~values.isin(typed[ref][key])).to_numpy()
             for i in np.flatnonzero(bad)[:5]:
-                problems.append(Problem(name, sources.get(name, name), int(i) + 1, column,
-                                        f"{values.iloc[i]!r} names no row of {ref}"))
+                problems.append(
+                    Problem(
+                        name,
+                        sources.get(name, name),
+                        int(i) + 1,
+                        column,
+                        f"{values.iloc[i]!r} names no row of {ref}",
+                    )
+                )
     if problems:
         raise ContractError(problems)
     return typed

@@ -2,11 +2,11 @@
 
 The generative story, in weeks from the start date:
 
-* **Leads** arrive uniformly over the period. Each has a *fit* ``eta`` (firmographics with a bell-shaped
-  company-size effect, a seniority × size interaction, lead source, and noise), a hidden *interest*
-  class ``z`` and an engagement rate ``r``. Touches arrive as a Poisson process whose weekly rate
-  decays with the lead's age; channel depends on the source, type on channel and interest, content on
-  type, what is published, and popularity.
+* **Leads** arrive uniformly over the period. Each has a *fit* ``eta`` (firmographics with a
+  bell-shaped company-size effect, a seniority × size interaction, lead source, and noise), a
+  hidden *interest* class ``z`` and an engagement rate ``r``. Touches arrive as a Poisson
+  process whose weekly rate decays with the lead's age; channel depends on the source, type on
+  channel and interest, content on type, what is published, and popularity.
 * Each touch has an **effect** ``channel weight × type weight × content multiplier``; the content
   multiplier depends on the lead's **stage** (its age: awareness, consideration, decision), so some
   content helps only at some stages, and two channels (``display``, ``social``) have zero effect.
@@ -18,8 +18,8 @@ The generative story, in weeks from the start date:
   clock: conversions lost, and their revenue.
 * The **true probability** that a lead converts within ``window_days`` of each weekly snapshot is
   exact: the known part of the hazard is summed in closed form and the future touches are integrated
-  out with the Laplace functional of their Poisson process (tabulated per source, interest, stage and
-  content epoch).
+  out with the Laplace functional of their Poisson process (tabulated per source, interest,
+  stage and content epoch).
 * **Accounts** that are customers have annual subscriptions. A latent weekly *health* follows an
   AR(1) process; usage, tickets and satisfaction are noisy views of it. At each renewal the account
   churns with probability ``Phi(alpha_plan - tenure - beta × health)``; a small background weekly
@@ -61,8 +61,16 @@ DAY_NS = 86_400_000_000_000
 WEEK_NS = 7 * DAY_NS
 
 # --- leads: firmographics and fit ---------------------------------------------------------------
-INDUSTRIES = ("software", "financial_services", "healthcare", "manufacturing", "retail",
-              "education", "media", "logistics")
+INDUSTRIES = (
+    "software",
+    "financial_services",
+    "healthcare",
+    "manufacturing",
+    "retail",
+    "education",
+    "media",
+    "logistics",
+)
 INDUSTRY_P = np.array([0.22, 0.14, 0.12, 0.14, 0.12, 0.08, 0.08, 0.10])
 INDUSTRY_EFFECT = np.array([0.3, 0.2, 0.0, -0.1, -0.2, -0.3, 0.0, -0.1])
 BAND_P = np.array([0.12, 0.25, 0.28, 0.20, 0.10, 0.05])
@@ -70,13 +78,26 @@ BAND_EFFECT = np.array([-0.6, -0.1, 0.3, 0.4, 0.1, -0.3])  # bell-shaped: mid-si
 BAND_ACV = np.array([6_000, 12_000, 25_000, 50_000, 90_000, 150_000])
 REGIONS = ("NA", "EMEA", "APAC", "LATAM")
 REGION_P = np.array([0.5, 0.3, 0.15, 0.05])
-COUNTRIES = {"NA": ("US", "CA"), "EMEA": ("GB", "DE", "FR", "NL"), "APAC": ("AU", "SG", "IN", "JP"),
-             "LATAM": ("BR", "MX")}
+COUNTRIES = {
+    "NA": ("US", "CA"),
+    "EMEA": ("GB", "DE", "FR", "NL"),
+    "APAC": ("AU", "SG", "IN", "JP"),
+    "LATAM": ("BR", "MX"),
+}
 SENIORITY_P = np.array([0.35, 0.30, 0.18, 0.10, 0.07])
 SENIORITY_EFFECT = np.array([-0.4, 0.0, 0.25, 0.35, 0.2])
 FUNCTIONS = ("Marketing", "Sales", "IT", "Operations", "Finance", "Engineering")
-SOURCES = ("paid_search", "organic_search", "social", "referral", "event", "webinar", "partner",
-           "direct", "list_import")
+SOURCES = (
+    "paid_search",
+    "organic_search",
+    "social",
+    "referral",
+    "event",
+    "webinar",
+    "partner",
+    "direct",
+    "list_import",
+)
 SOURCE_P = np.array([0.18, 0.20, 0.10, 0.06, 0.08, 0.10, 0.06, 0.10, 0.12])
 SOURCE_EFFECT = np.array([0.0, 0.1, -0.3, 0.6, 0.3, 0.2, 0.2, 0.2, -0.5])
 SOURCE_RATE = np.array([1.0, 1.0, 0.9, 1.0, 1.1, 1.2, 0.9, 0.9, 0.6])
@@ -90,36 +111,91 @@ INTENT_DECAY = float(np.exp(-7 / 21))  # per week
 # --- touches: channels, types, content -----------------------------------------------------------
 CH = {c: i for i, c in enumerate(CHANNELS)}
 TY = {t: i for i, t in enumerate(INTERACTION_TYPES)}
-CHANNEL_WEIGHT = np.array([
-    {"email": 0.6, "paid_search": 1.0, "organic_search": 0.8, "social": 0.0, "display": 0.0,
-     "event": 1.4, "webinar": 1.2, "referral": 1.5, "partner": 0.5, "direct": 0.7, "sales": 1.8}[c]
-    for c in CHANNELS
-])
-TYPE_WEIGHT = np.array([
-    {"email_open": 0.15, "email_click": 0.5, "email_reply": 1.0, "page_view": 0.3,
-     "pricing_page_view": 2.0, "form_submit": 1.0, "content_download": 0.8, "webinar_attend": 1.2,
-     "event_attend": 1.0, "call": 0.8, "meeting": 1.5, "demo_request": 3.0}[t]
-    for t in INTERACTION_TYPES
-])
-CHANNEL_MIX = np.array([
-    {"email": 0.30, "paid_search": 0.08, "organic_search": 0.10, "social": 0.07, "display": 0.07,
-     "event": 0.03, "webinar": 0.05, "referral": 0.03, "partner": 0.03, "direct": 0.12,
-     "sales": 0.12}[c]
-    for c in CHANNELS
-])
-SOURCE_CHANNEL = {"paid_search": "paid_search", "organic_search": "organic_search",
-                  "social": "social", "referral": "referral", "event": "event",
-                  "webinar": "webinar", "partner": "partner", "direct": "direct"}
-WEB_TYPES = {"page_view": 0.55, "pricing_page_view": 0.10, "form_submit": 0.10,
-             "content_download": 0.20, "demo_request": 0.05}
+CHANNEL_WEIGHT = np.array(
+    [
+        {
+            "email": 0.6,
+            "paid_search": 1.0,
+            "organic_search": 0.8,
+            "social": 0.0,
+            "display": 0.0,
+            "event": 1.4,
+            "webinar": 1.2,
+            "referral": 1.5,
+            "partner": 0.5,
+            "direct": 0.7,
+            "sales": 1.8,
+        }[c]
+        for c in CHANNELS
+    ]
+)
+TYPE_WEIGHT = np.array(
+    [
+        {
+            "email_open": 0.15,
+            "email_click": 0.5,
+            "email_reply": 1.0,
+            "page_view": 0.3,
+            "pricing_page_view": 2.0,
+            "form_submit": 1.0,
+            "content_download": 0.8,
+            "webinar_attend": 1.2,
+            "event_attend": 1.0,
+            "call": 0.8,
+            "meeting": 1.5,
+            "demo_request": 3.0,
+        }[t]
+        for t in INTERACTION_TYPES
+    ]
+)
+CHANNEL_MIX = np.array(
+    [
+        {
+            "email": 0.30,
+            "paid_search": 0.08,
+            "organic_search": 0.10,
+            "social": 0.07,
+            "display": 0.07,
+            "event": 0.03,
+            "webinar": 0.05,
+            "referral": 0.03,
+            "partner": 0.03,
+            "direct": 0.12,
+            "sales": 0.12,
+        }[c]
+        for c in CHANNELS
+    ]
+)
+SOURCE_CHANNEL = {
+    "paid_search": "paid_search",
+    "organic_search": "organic_search",
+    "social": "social",
+    "referral": "referral",
+    "event": "event",
+    "webinar": "webinar",
+    "partner": "partner",
+    "direct": "direct",
+}
+WEB_TYPES = {
+    "page_view": 0.55,
+    "pricing_page_view": 0.10,
+    "form_submit": 0.10,
+    "content_download": 0.20,
+    "demo_request": 0.05,
+}
 CHANNEL_TYPES = {
     "email": {"email_open": 0.70, "email_click": 0.25, "email_reply": 0.05},
     "event": {"event_attend": 0.8, "meeting": 0.2},
     "webinar": {"webinar_attend": 1.0},
     "sales": {"call": 0.7, "meeting": 0.3},
 }
-INTEREST_TYPE_BOOST = {"pricing_page_view": (1, 2, 4), "demo_request": (1, 2.5, 6),
-                       "email_click": (1, 1.5, 2), "email_reply": (1, 2, 3), "meeting": (1, 1.5, 2)}
+INTEREST_TYPE_BOOST = {
+    "pricing_page_view": (1, 2, 4),
+    "demo_request": (1, 2.5, 6),
+    "email_click": (1, 1.5, 2),
+    "email_reply": (1, 2, 3),
+    "meeting": (1, 1.5, 2),
+}
 # content class per type: (probability the touch carries content, content types it can carry)
 CONTENT_CLASS = {
     "content_download": (1.0, ("whitepaper", "ebook", "case_study", "video")),
@@ -128,16 +204,38 @@ CONTENT_CLASS = {
     "page_view": (0.3, ("blog", "case_study", "video")),
 }
 STAGE_MULT = {  # content multiplier by lead stage (awareness, consideration, decision)
-    "blog": (1.2, 0.4, 0.0), "whitepaper": (0.6, 1.2, 0.4), "case_study": (0.0, 0.8, 1.8),
-    "webinar": (0.5, 1.2, 0.8), "video": (1.0, 0.6, 0.2), "ebook": (0.8, 1.0, 0.3),
+    "blog": (1.2, 0.4, 0.0),
+    "whitepaper": (0.6, 1.2, 0.4),
+    "case_study": (0.0, 0.8, 1.8),
+    "webinar": (0.5, 1.2, 0.8),
+    "video": (1.0, 0.6, 0.2),
+    "ebook": (0.8, 1.0, 0.3),
 }
-CONTENT_COUNTS = {"blog": 18, "whitepaper": 10, "case_study": 10, "webinar": 8, "video": 8,
-                  "ebook": 6}
-TOPICS = ("pipeline_analytics", "security", "integrations", "pricing_roi", "customer_stories",
-          "product_updates")
+CONTENT_COUNTS = {
+    "blog": 18,
+    "whitepaper": 10,
+    "case_study": 10,
+    "webinar": 8,
+    "video": 8,
+    "ebook": 6,
+}
+TOPICS = (
+    "pipeline_analytics",
+    "security",
+    "integrations",
+    "pricing_roi",
+    "customer_stories",
+    "product_updates",
+)
 PAID_CHANNELS = ("email", "paid_search", "social", "display", "event", "webinar")
-CAMPAIGN_COST = {"email": 5_000, "paid_search": 40_000, "social": 15_000, "display": 20_000,
-                 "event": 30_000, "webinar": 8_000}
+CAMPAIGN_COST = {
+    "email": 5_000,
+    "paid_search": 40_000,
+    "social": 15_000,
+    "display": 20_000,
+    "event": 30_000,
+    "webinar": 8_000,
+}
 EPOCH_WEEKS = 13
 
 # --- accounts: subscriptions, health, churn ------------------------------------------------------
@@ -321,23 +419,41 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     usage, tickets, cs_touches = _usage_and_tickets(cfg, cal, subs, churn, rng[9])
 
     progress("tables")
-    tables = _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, churn,
-                       usage, tickets, cs_touches)
+    tables = _assemble(
+        cfg,
+        cal,
+        acc,
+        leads,
+        content,
+        campaigns,
+        touches,
+        opps,
+        subs,
+        churn,
+        usage,
+        tickets,
+        cs_touches,
+    )
     snapshot_ns = cal.week_start(leads["created_week"][lead_truth["lead"]] + lead_truth["age"])
     truth = {
-        "lead_conversion": pd.DataFrame({
-            "lead_id": _strings(_take(_ids("L", cfg.leads, 7), lead_truth.pop("lead"))),
-            "snapshot_at": pd.to_datetime(snapshot_ns, utc=True),
-            "p_convert": lead_truth.pop("p"),
-        }),
-        "churn": pd.DataFrame({
-            "account_id": tables["accounts"]["account_id"].to_numpy()[churn["truth_account"]],
-            "snapshot_at": pd.to_datetime(churn["truth_snapshot_ns"], utc=True),
-            "p_churn": churn["truth_p"],
-        }).astype({"account_id": DTYPES["id"]}),
+        "lead_conversion": pd.DataFrame(
+            {
+                "lead_id": _strings(_take(_ids("L", cfg.leads, 7), lead_truth.pop("lead"))),
+                "snapshot_at": pd.to_datetime(snapshot_ns, utc=True),
+                "p_convert": lead_truth.pop("p"),
+            }
+        ),
+        "churn": pd.DataFrame(
+            {
+                "account_id": tables["accounts"]["account_id"].to_numpy()[churn["truth_account"]],
+                "snapshot_at": pd.to_datetime(churn["truth_snapshot_ns"], utc=True),
+                "p_churn": churn["truth_p"],
+            }
+        ).astype({"account_id": DTYPES["id"]}),
         "attribution_channels": attribution["channels"],
         "attribution_content": attribution["content"].assign(
-            content_id=lambda d: d["content_id"].astype(DTYPES["id"])),
+            content_id=lambda d: d["content_id"].astype(DTYPES["id"])
+        ),
     }
     del lead_truth
     summary = _summary(cfg, tables, truth, attribution, conv)
@@ -354,11 +470,18 @@ def _accounts(cfg: SimulationConfig, cal: _Calendar, rng: np.random.Generator) -
     lead_weight = rng.lognormal(0.0, 0.8, n)
     customer = rng.random(n) < cfg.customer_share
     return {
-        "n": n, "industry": industry, "band": band, "region": region, "created_ns": created_ns,
-        "lead_weight": lead_weight / lead_weight.sum(), "customer": customer,
-        "industry_missing": rng.random(n) < 0.04, "band_missing": rng.random(n) < 0.08,
+        "n": n,
+        "industry": industry,
+        "band": band,
+        "region": region,
+        "created_ns": created_ns,
+        "lead_weight": lead_weight / lead_weight.sum(),
+        "customer": customer,
+        "industry_missing": rng.random(n) < 0.04,
+        "band_missing": rng.random(n) < 0.08,
         "region_missing": rng.random(n) < 0.02,
-        "name_a": rng.integers(0, 40, n), "name_b": rng.integers(0, 12, n),
+        "name_a": rng.integers(0, 40, n),
+        "name_b": rng.integers(0, 12, n),
         "country_u": rng.random(n),
     }
 
@@ -380,9 +503,17 @@ def _content(cfg: SimulationConfig, cal: _Calendar, rng: np.random.Generator) ->
         cal.week_start(epoch * EPOCH_WEEKS) - (rng.uniform(1, 28, n) * DAY_NS).astype(np.int64),
     )
     stage_mult = np.array([STAGE_MULT[CONTENT_TYPES[t]] for t in types])  # (n, 3)
-    return {"n": n, "type": types, "epoch": epoch, "quality": quality, "popularity": popularity,
-            "topic": topic, "published_ns": published_ns, "stage_mult": stage_mult,
-            "n_epochs": max(n_epochs, 1)}
+    return {
+        "n": n,
+        "type": types,
+        "epoch": epoch,
+        "quality": quality,
+        "popularity": popularity,
+        "topic": topic,
+        "published_ns": published_ns,
+        "stage_mult": stage_mult,
+        "n_epochs": max(n_epochs, 1),
+    }
 
 
 def _campaigns(cfg: SimulationConfig, cal: _Calendar, rng: np.random.Generator) -> dict:
@@ -394,8 +525,14 @@ def _campaigns(cfg: SimulationConfig, cal: _Calendar, rng: np.random.Generator) 
     cost = np.round(cost * rng.lognormal(0.0, 0.25, len(channel)), 2)
     start_ns = cal.week_start(quarter * EPOCH_WEEKS)
     end_ns = cal.week_start(np.minimum((quarter + 1) * EPOCH_WEEKS, cal.weeks)) - DAY_NS
-    return {"channel": channel, "quarter": quarter, "cost": cost, "start_ns": start_ns,
-            "end_ns": end_ns, "quarters": quarters}
+    return {
+        "channel": channel,
+        "quarter": quarter,
+        "cost": cost,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "quarters": quarters,
+    }
 
 
 def _leads(cfg: SimulationConfig, cal: _Calendar, acc: dict, rng: np.random.Generator) -> dict:
@@ -411,18 +548,33 @@ def _leads(cfg: SimulationConfig, cal: _Calendar, acc: dict, rng: np.random.Gene
     interest = categorical(rng, _cumulative(INTEREST_P)[None, :], np.zeros(n, dtype=int))
     band = acc["band"][account]
     senior = np.isin(seniority, [3, 4])
-    eta = (FIT_BASE + SENIORITY_EFFECT[seniority] + BAND_EFFECT[band]
-           + INDUSTRY_EFFECT[acc["industry"][account]] + SOURCE_EFFECT[source]
-           + 0.5 * (senior & (band >= 4)) - 0.4 * ((seniority == 0) & (band == 5))
-           + rng.normal(0.0, FIT_NOISE, n))
+    eta = (
+        FIT_BASE
+        + SENIORITY_EFFECT[seniority]
+        + BAND_EFFECT[band]
+        + INDUSTRY_EFFECT[acc["industry"][account]]
+        + SOURCE_EFFECT[source]
+        + 0.5 * (senior & (band >= 4))
+        - 0.4 * ((seniority == 0) & (band == 5))
+        + rng.normal(0.0, FIT_NOISE, n)
+    )
     rate = rng.gamma(2.0, 0.5, n) * SOURCE_RATE[source] * INTEREST_RATE[interest]
     rate = np.where((source == SOURCES.index("list_import")) & (rng.random(n) < 0.4), 0.0, rate)
     return {
-        "n": n, "created_ns": cal.start_ns + (created_day * DAY_NS).astype(np.int64),
-        "created_week": created_week, "created_offset": created_day - created_week * 7,
-        "account": account, "account_missing": rng.random(n) < 0.12, "source": source,
-        "seniority": seniority, "seniority_missing": rng.random(n) < 0.10, "function": function,
-        "interest": interest, "eta": eta, "rate": rate, "country_u": rng.random(n),
+        "n": n,
+        "created_ns": cal.start_ns + (created_day * DAY_NS).astype(np.int64),
+        "created_week": created_week,
+        "created_offset": created_day - created_week * 7,
+        "account": account,
+        "account_missing": rng.random(n) < 0.12,
+        "source": source,
+        "seniority": seniority,
+        "seniority_missing": rng.random(n) < 0.10,
+        "function": function,
+        "interest": interest,
+        "eta": eta,
+        "rate": rate,
+        "country_u": rng.random(n),
         "status_u": rng.random(n),
     }
 
@@ -462,13 +614,17 @@ def _content_choice(content: dict, type_name: str, epoch: int) -> tuple[float, n
     return p_content, weights
 
 
-def _touches(cfg: SimulationConfig, cal: _Calendar, leads: dict, content: dict,
-             rng: np.random.Generator) -> dict:
+def _touches(
+    cfg: SimulationConfig, cal: _Calendar, leads: dict, content: dict, rng: np.random.Generator
+) -> dict:
     n, life = leads["n"], cfg.lead_lifetime_weeks
     age = np.arange(life)
     week = leads["created_week"][:, None] + age[None, :]
-    rho = (leads["rate"][:, None] * _arrival_shape(age)[None, :]
-           * cal.touch_season[np.minimum(week, cal.total - 1)])
+    rho = (
+        leads["rate"][:, None]
+        * _arrival_shape(age)[None, :]
+        * cal.touch_season[np.minimum(week, cal.total - 1)]
+    )
     rho[:, 0] *= (7 - leads["created_offset"]) / 7
     rho[week >= cal.weeks] = 0.0
     counts = rng.poisson(rho)
@@ -478,8 +634,11 @@ def _touches(cfg: SimulationConfig, cal: _Calendar, leads: dict, content: dict,
     t_week = leads["created_week"][lead] + t_age
     first = t_age == 0
     offset = rng.random(len(cell))
-    offset = np.where(first, leads["created_offset"][lead] + offset * (7 - leads["created_offset"][lead]),
-                      offset * 7)
+    offset = np.where(
+        first,
+        leads["created_offset"][lead] + offset * (7 - leads["created_offset"][lead]),
+        offset * 7,
+    )
     occurred_ns = cal.week_start(t_week) + (offset * DAY_NS).astype(np.int64)
     channel = categorical(rng, _cumulative(_channel_matrix()), leads["source"][lead])
     type_cum = _cumulative(_type_matrix()).reshape(len(CHANNELS) * 3, -1)
@@ -499,21 +658,30 @@ def _touches(cfg: SimulationConfig, cal: _Calendar, leads: dict, content: dict,
             chosen = np.searchsorted(cum, u_item[sel], side="right")
             item[sel] = np.where(u_has[sel] < p_content, chosen, -1)
     stage = _stage(t_age)
-    mult = np.where(item >= 0,
-                    content["quality"][np.maximum(item, 0)]
-                    * content["stage_mult"][np.maximum(item, 0), stage], 1.0)
+    mult = np.where(
+        item >= 0,
+        content["quality"][np.maximum(item, 0)] * content["stage_mult"][np.maximum(item, 0), stage],
+        1.0,
+    )
     effect = CHANNEL_WEIGHT[channel] * TYPE_WEIGHT[ttype] * mult
     paid = np.array([CHANNELS[c] in PAID_CHANNELS for c in range(len(CHANNELS))])
     paid_index = np.array([PAID_CHANNELS.index(c) if c in PAID_CHANNELS else -1 for c in CHANNELS])
     quarter = t_week // EPOCH_WEEKS
     has_campaign = paid[channel] & (rng.random(len(cell)) < 0.9)
-    campaign = np.where(has_campaign, paid_index[channel] * (-(-cal.weeks // EPOCH_WEEKS)) + quarter,
-                        -1)
-    return {"lead": lead.astype(np.int32), "age": t_age.astype(np.int16),
-            "week": t_week.astype(np.int16), "occurred_ns": occurred_ns,
-            "channel": channel.astype(np.int8), "type": ttype.astype(np.int8),
-            "content": item.astype(np.int16), "campaign": campaign.astype(np.int16),
-            "effect": effect}
+    campaign = np.where(
+        has_campaign, paid_index[channel] * (-(-cal.weeks // EPOCH_WEEKS)) + quarter, -1
+    )
+    return {
+        "lead": lead.astype(np.int32),
+        "age": t_age.astype(np.int16),
+        "week": t_week.astype(np.int16),
+        "occurred_ns": occurred_ns,
+        "channel": channel.astype(np.int8),
+        "type": ttype.astype(np.int8),
+        "content": item.astype(np.int16),
+        "campaign": campaign.astype(np.int16),
+        "effect": effect,
+    }
 
 
 class LeadProcess:
@@ -554,8 +722,9 @@ class LeadProcess:
         for a in range(self.life):
             running = running * INTENT_DECAY + np.maximum(effect_sum[:, a], 0.0)
             intent[:, a] = running
-        hazard = (np.exp(self.leads["eta"][rows][:, None] + self.cal.season[week])
-                  * (BASE_INTENT + intent))
+        hazard = np.exp(self.leads["eta"][rows][:, None] + self.cal.season[week]) * (
+            BASE_INTENT + intent
+        )
         hazard[week >= self.cal.weeks] = 0.0
         passed = np.cumsum(hazard, axis=1) >= self.clock[rows][:, None]
         hit = passed.any(axis=1)
@@ -579,13 +748,16 @@ class LeadProcess:
         rows, inverse = np.unique(self.touches["lead"][remove], return_inverse=True)
         if len(rows) == 0:
             return rows, np.zeros(0, dtype=bool)
-        removed = np.bincount(inverse * self.life + self.touches["age"][remove],
-                              weights=self.touches["effect"][remove],
-                              minlength=len(rows) * self.life).reshape(-1, self.life)
+        removed = np.bincount(
+            inverse * self.life + self.touches["age"][remove],
+            weights=self.touches["effect"][remove],
+            minlength=len(rows) * self.life,
+        ).reshape(-1, self.life)
         return rows, self.conversion_age(self.effect_sum[rows] - removed, rows) > 0
 
-    def counterfactual_truth(self, converted: np.ndarray, value: np.ndarray, content: dict,
-                             progress: Progress) -> dict:
+    def counterfactual_truth(
+        self, converted: np.ndarray, value: np.ndarray, content: dict, progress: Progress
+    ) -> dict:
         def lost(remove: np.ndarray) -> tuple[int, float]:
             rows, still = self._without(remove)
             gone = converted[rows] & ~still
@@ -600,7 +772,7 @@ class LeadProcess:
         bounds = np.searchsorted(self.touches["content"][order], np.arange(content["n"] + 1))
         for k in range(content["n"]):
             mask = np.zeros(len(order), dtype=bool)
-            mask[order[bounds[k]:bounds[k + 1]]] = True
+            mask[order[bounds[k] : bounds[k + 1]]] = True
             n_lost, v_lost = lost(mask)
             ct_rows.append((f"CT{k + 1:04d}", n_lost, v_lost))
         all_rows, still = self._without(np.ones(len(self.touches["lead"]), dtype=bool))
@@ -608,8 +780,9 @@ class LeadProcess:
         self.touch_attributed = int(lost_all.sum())
         self.touch_attributed_value = float(value[all_rows][lost_all].sum())
         self.conversions = int(converted.sum())
-        channels = pd.DataFrame(ch_rows, columns=["channel", "effect_weight", "conversions_lost",
-                                                  "value_lost"])
+        channels = pd.DataFrame(
+            ch_rows, columns=["channel", "effect_weight", "conversions_lost", "value_lost"]
+        )
         items = pd.DataFrame(ct_rows, columns=["content_id", "conversions_lost", "value_lost"])
         for frame in (channels, items):
             total, total_value = frame["conversions_lost"].sum(), frame["value_lost"].sum()
@@ -625,7 +798,9 @@ class LeadProcess:
 
         Tabulated on the grid ``2**e * (1 + j/16)``, so a lookup reads the float's bits.
         """
-        grid = np.ldexp(1.0 + (np.arange(GRID_LEN) % 16) / 16, GRID_EXP_MIN + np.arange(GRID_LEN) // 16)
+        grid = np.ldexp(
+            1.0 + (np.arange(GRID_LEN) % 16) / 16, GRID_EXP_MIN + np.arange(GRID_LEN) // 16
+        )
         n_src, n_ep = len(SOURCES), content["n_epochs"]
         tables = np.zeros((n_src, 3, 3, n_ep, len(grid)))
         p_ch = _channel_matrix()
@@ -646,8 +821,11 @@ class LeadProcess:
                             weights.append((w * (1 - p_content))[..., None])
                         if p_content > 0:
                             items = np.flatnonzero(item_p > 0)
-                            effects.append(base * content["quality"][items]
-                                           * content["stage_mult"][items, stage])
+                            effects.append(
+                                base
+                                * content["quality"][items]
+                                * content["stage_mult"][items, stage]
+                            )
                             weights.append((w * p_content)[..., None] * item_p[items])
                 e = np.concatenate(effects)
                 wt = np.concatenate(weights, axis=-1)  # (src, z, atoms)
@@ -668,10 +846,13 @@ class LeadProcess:
         ms = np.arange(horizon)
         touch_age = a[:, None] + ms[None, :]
         out: dict[str, np.ndarray] = {
-            "arrival": _arrival_shape(touch_age) * cal.touch_season[w[:, None] + ms[None, :]]
+            "arrival": _arrival_shape(touch_age)
+            * cal.touch_season[w[:, None] + ms[None, :]]
             * (touch_age <= life - 1),
-            "group": (_stage(touch_age).astype(np.int64) * n_ep
-                      + np.minimum((w[:, None] + ms[None, :]) // EPOCH_WEEKS, n_ep - 1)),
+            "group": (
+                _stage(touch_age).astype(np.int64) * n_ep
+                + np.minimum((w[:, None] + ms[None, :]) // EPOCH_WEEKS, n_ep - 1)
+            ),
         }
         for last in (horizon - 1, horizon):
             out[f"s0_{last}"] = exp_s[:, : last + 1].sum(axis=1)
@@ -698,9 +879,9 @@ class LeadProcess:
         # intent at the start of each age, from touches before it
         intent = np.zeros((leads["n"], life + 1))
         running = np.zeros(leads["n"])
-        for a in range(life):
-            running = running * INTENT_DECAY + np.maximum(self.effect_sum[:, a], 0.0)
-            intent[:, a + 1] = running
+        for age in range(life):
+            running = running * INTENT_DECAY + np.maximum(self.effect_sum[:, age], 0.0)
+            intent[:, age + 1] = running
         _, tables = self._future_tables(content)
         flat = tables.ravel()
         horizon = cfg.window_weeks - 1  # whole weeks fully inside the window: 0..horizon-1
@@ -710,8 +891,8 @@ class LeadProcess:
 
         out = np.empty(len(lead_idx))
         for lo in range(0, len(lead_idx), chunk):
-            i = lead_idx[lo:lo + chunk].astype(np.int64)
-            a = a_idx[lo:lo + chunk].astype(np.int64)
+            i = lead_idx[lo : lo + chunk].astype(np.int64)
+            a = a_idx[lo : lo + chunk].astype(np.int64)
             wa = (leads["created_week"][i] + a) * (life + 1) + a
             eta = np.exp(leads["eta"][i])
             cur = intent[i, a]
@@ -720,12 +901,14 @@ class LeadProcess:
             group = (base[:, None] + cal_t["group"][wa]) * GRID_LEN
             log_surv = []
             for last in (horizon - 1, horizon):
-                known = eta * (BASE_INTENT * cal_t[f"s0_{last}"][wa] + cur * cal_t[f"s1_{last}"][wa])
+                known = eta * (
+                    BASE_INTENT * cal_t[f"s0_{last}"][wa] + cur * cal_t[f"s1_{last}"][wa]
+                )
                 x = eta[:, None] * cal_t[f"k_{last}"][wa]
                 future = (rho * _lookup(flat, group, x)).sum(axis=1)
                 log_surv.append(-known - future)
             s_whole, s_tail = np.exp(log_surv[0]), np.exp(log_surv[1])
-            out[lo:lo + chunk] = (1 - s_whole) + tail_frac * (s_whole - s_tail)
+            out[lo : lo + chunk] = (1 - s_whole) + tail_frac * (s_whole - s_tail)
         del intent
         return {"lead": lead_idx, "age": a_idx, "p": out}
 
@@ -747,8 +930,9 @@ def _lookup(flat: np.ndarray, offset: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.where(pos > GRID_LEN - 2, flat[offset + GRID_LEN - 1], val)
 
 
-def _opportunities(cfg: SimulationConfig, cal: _Calendar, leads: dict, acc: dict,
-                   rng: np.random.Generator) -> dict:
+def _opportunities(
+    cfg: SimulationConfig, cal: _Calendar, leads: dict, acc: dict, rng: np.random.Generator
+) -> dict:
     lead = np.flatnonzero(leads["converted_ns"] >= 0)
     n = len(lead)
     account = leads["account"][lead]
@@ -766,20 +950,31 @@ def _opportunities(cfg: SimulationConfig, cal: _Calendar, leads: dict, acc: dict
     stage = np.where(is_open, open_stage, np.where(won == 1, 4, 5))
     won = np.where(is_open, -1, won)
     order = np.argsort(created, kind="stable")
-    return {k: v[order] for k, v in {
-        "lead": lead, "account": account, "amount": amount, "created_ns": created,
-        "closed_ns": np.where(is_open, -1, closed), "won": won, "stage": stage,
-    }.items()}
+    return {
+        k: v[order]
+        for k, v in {
+            "lead": lead,
+            "account": account,
+            "amount": amount,
+            "created_ns": created,
+            "closed_ns": np.where(is_open, -1, closed),
+            "won": won,
+            "stage": stage,
+        }.items()
+    }
 
 
-def _subscriptions(cfg: SimulationConfig, cal: _Calendar, acc: dict, opps: dict,
-                   rng: np.random.Generator) -> dict:
+def _subscriptions(
+    cfg: SimulationConfig, cal: _Calendar, acc: dict, opps: dict, rng: np.random.Generator
+) -> dict:
     initial = np.flatnonzero(acc["customer"])
     start_initial = np.maximum(
         cal.start_ns - (rng.uniform(7, 1000, len(initial)) * DAY_NS).astype(np.int64),
-        acc["created_ns"][initial] + 7 * DAY_NS)
-    acv_initial = np.round(BAND_ACV[acc["band"][initial]] * rng.lognormal(0.0, 0.35, len(initial)),
-                           -2)
+        acc["created_ns"][initial] + 7 * DAY_NS,
+    )
+    acv_initial = np.round(
+        BAND_ACV[acc["band"][initial]] * rng.lognormal(0.0, 0.35, len(initial)), -2
+    )
     won = opps["won"] == 1
     new_acc, first = np.unique(opps["account"][won], return_index=True)
     keep = ~acc["customer"][new_acc]
@@ -793,10 +988,20 @@ def _subscriptions(cfg: SimulationConfig, cal: _Calendar, acc: dict, opps: dict,
     plan = (acv >= 15_000).astype(np.int8) + (acv >= 60_000).astype(np.int8)
     mrr = np.round(acv / 12, 2)
     seats = np.maximum(1, np.round(mrr / SEAT_PRICE[plan])).astype(np.int64)
-    health_mean = (rng.normal(0.0, HEALTH_MEAN_SD, len(account))
-                   + 0.15 * (plan - 1) + 0.1 * (INDUSTRY_EFFECT[acc["industry"][account]] > 0))
-    return {"n": len(account), "account": account, "start_ns": start, "plan": plan, "mrr": mrr,
-            "seats": seats, "health_mean": health_mean}
+    health_mean = (
+        rng.normal(0.0, HEALTH_MEAN_SD, len(account))
+        + 0.15 * (plan - 1)
+        + 0.1 * (INDUSTRY_EFFECT[acc["industry"][account]] > 0)
+    )
+    return {
+        "n": len(account),
+        "account": account,
+        "start_ns": start,
+        "plan": plan,
+        "mrr": mrr,
+        "seats": seats,
+        "health_mean": health_mean,
+    }
 
 
 def _churn(cfg: SimulationConfig, cal: _Calendar, subs: dict, rng: np.random.Generator) -> dict:
@@ -819,8 +1024,11 @@ def _churn(cfg: SimulationConfig, cal: _Calendar, subs: dict, rng: np.random.Gen
         r_week = (r_ns - cal.start_ns) // WEEK_NS
         inside = (r_ns > cal.start_ns) & (r_ns <= cal.end_ns) & (r_week < weeks)
         idx = np.flatnonzero(inside)
-        p = ndtr(CHURN_ALPHA[subs["plan"][idx]] - CHURN_TENURE * min(k - 1, 3)
-                 - CHURN_BETA * health[idx, r_week[idx]])
+        p = ndtr(
+            CHURN_ALPHA[subs["plan"][idx]]
+            - CHURN_TENURE * min(k - 1, 3)
+            - CHURN_BETA * health[idx, r_week[idx]]
+        )
         hit = idx[renew_u[idx, k] < p]
         churn_ns[hit] = np.minimum(churn_ns[hit], r_ns[hit])
     # background churn: weekly, uniform within the week
@@ -838,7 +1046,8 @@ def _churn(cfg: SimulationConfig, cal: _Calendar, subs: dict, rng: np.random.Gen
 
     # truth at each weekly snapshot the account is a live customer
     snap_live = (weeks_idx[None, :] > start_week[:, None]) & (
-        ~churned[:, None] | (cal.week_start(weeks_idx)[None, :] < churn_ns[:, None]))
+        ~churned[:, None] | (cal.week_start(weeks_idx)[None, :] < churn_ns[:, None])
+    )
     s_idx, w_idx = np.nonzero(snap_live)
     t_ns = cal.week_start(w_idx)
     elapsed = t_ns - subs["start_ns"][s_idx]
@@ -856,18 +1065,26 @@ def _churn(cfg: SimulationConfig, cal: _Calendar, subs: dict, rng: np.random.Gen
     tail = (cfg.window_days - 7 * whole) / 7
     p_no_bg = (1 - eps) ** whole * (1 - tail * eps)
     p_churn = 1 - p_no_bg * (1 - p_renew)
-    return {"health": health, "churn_ns": churn_ns, "start_week": start_week,
-            "truth_account": subs["account"][s_idx], "truth_snapshot_ns": t_ns,
-            "truth_p": p_churn, "truth_sub": s_idx}
+    return {
+        "health": health,
+        "churn_ns": churn_ns,
+        "start_week": start_week,
+        "truth_account": subs["account"][s_idx],
+        "truth_snapshot_ns": t_ns,
+        "truth_p": p_churn,
+        "truth_sub": s_idx,
+    }
 
 
-def _usage_and_tickets(cfg: SimulationConfig, cal: _Calendar, subs: dict, churn: dict,
-                       rng: np.random.Generator) -> tuple[dict, dict, dict]:
+def _usage_and_tickets(
+    cfg: SimulationConfig, cal: _Calendar, subs: dict, churn: dict, rng: np.random.Generator
+) -> tuple[dict, dict, dict]:
     n, weeks = subs["n"], cal.weeks
     weeks_idx = np.arange(weeks)
     week_end = cal.week_start(weeks_idx + 1)
     active = (weeks_idx[None, :] >= churn["start_week"][:, None]) & (
-        (churn["churn_ns"][:, None] < 0) | (week_end[None, :] <= churn["churn_ns"][:, None]))
+        (churn["churn_ns"][:, None] < 0) | (week_end[None, :] <= churn["churn_ns"][:, None])
+    )
     active &= week_end[None, :] <= cal.end_ns
     active &= week_end[None, :] > subs["start_ns"][:, None]
     reported = active & (rng.random((n, weeks)) >= 0.03)  # a few weeks never reported
@@ -878,8 +1095,13 @@ def _usage_and_tickets(cfg: SimulationConfig, cal: _Calendar, subs: dict, churn:
     active_users = rng.binomial(seats, share)
     logins = rng.poisson(active_users * 3.5 * cal.touch_season[w_idx])
     key_events = rng.poisson(active_users * 0.8 * np.exp(0.6 * h))
-    usage = {"sub": s_idx, "date_ns": week_end[w_idx], "active_users": active_users,
-             "logins": logins, "key_feature_events": key_events}
+    usage = {
+        "sub": s_idx,
+        "date_ns": week_end[w_idx],
+        "active_users": active_users,
+        "logins": logins,
+        "key_feature_events": key_events,
+    }
 
     a_idx = np.nonzero(active)
     ha = churn["health"][a_idx]
@@ -892,51 +1114,119 @@ def _usage_and_tickets(cfg: SimulationConfig, cal: _Calendar, subs: dict, churn:
     p_urgent = 1 / (1 + np.exp(-(-2.5 - 0.8 * ht)))
     p_high = 1 / (1 + np.exp(-(-1.5 - 0.6 * ht)))
     u = rng.random(len(sub))
-    priority = np.where(u < p_urgent, 3, np.where(u < p_urgent + p_high, 2,
-                                                   np.where(u < 0.6, 1, 0)))
+    priority = np.where(
+        u < p_urgent, 3, np.where(u < p_urgent + p_high, 2, np.where(u < 0.6, 1, 0))
+    )
     sat = np.clip(np.round(3.6 + 0.7 * ht + rng.normal(0, 0.7, len(sub))), 1, 5)
     surveyed = rng.random(len(sub)) >= 0.35
-    closed = opened + (rng.gamma(2.0, 1.5, len(sub)) * (1 + 2 * (priority >= 2))
-                       * DAY_NS).astype(np.int64)
+    closed = opened + (rng.gamma(2.0, 1.5, len(sub)) * (1 + 2 * (priority >= 2)) * DAY_NS).astype(
+        np.int64
+    )
     ok = opened <= cal.end_ns
     still_open = closed > cal.end_ns
-    tickets = {"sub": sub[ok], "opened_ns": opened[ok],
-               "closed_ns": np.where(still_open, -1, closed)[ok], "priority": priority[ok],
-               "satisfaction": np.where(surveyed, sat, np.nan)[ok]}
+    tickets = {
+        "sub": sub[ok],
+        "opened_ns": opened[ok],
+        "closed_ns": np.where(still_open, -1, closed)[ok],
+        "priority": priority[ok],
+        "satisfaction": np.where(surveyed, sat, np.nan)[ok],
+    }
 
     cs_counts = rng.poisson(0.06 * active)
     c_idx = np.nonzero(cs_counts)
     c_rep = cs_counts[c_idx]
     cs_sub = np.repeat(c_idx[0], c_rep)
-    cs_ns = (cal.week_start(np.repeat(c_idx[1], c_rep))
-             + (rng.random(len(cs_sub)) * WEEK_NS).astype(np.int64))
+    cs_ns = cal.week_start(np.repeat(c_idx[1], c_rep)) + (rng.random(len(cs_sub)) * WEEK_NS).astype(
+        np.int64
+    )
     keep = cs_ns <= cal.end_ns
     cs_touches = {"account": subs["account"][cs_sub[keep]], "occurred_ns": cs_ns[keep]}
     return usage, tickets, cs_touches
 
 
-def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, churn, usage,
-              tickets, cs_touches) -> dict[str, pd.DataFrame]:
-    name_a = np.array(["Apex", "Blue", "Cedar", "Delta", "Ember", "Falcon", "Granite", "Harbor",
-                       "Iris", "Juniper", "Kestrel", "Lumen", "Maple", "Nova", "Onyx", "Pioneer",
-                       "Quartz", "River", "Summit", "Tidal", "Umbra", "Vertex", "Willow", "Xenon",
-                       "Yarrow", "Zenith", "Atlas", "Beacon", "Cobalt", "Drift", "Echo", "Fjord",
-                       "Glacier", "Helix", "Indigo", "Jade", "Keystone", "Lattice", "Meridian",
-                       "Northwind"])
-    name_b = np.array(["Analytics", "Systems", "Labs", "Health", "Logistics", "Capital", "Media",
-                       "Works", "Foods", "Energy", "Robotics", "Learning"])
+def _assemble(
+    cfg, cal, acc, leads, content, campaigns, touches, opps, subs, churn, usage, tickets, cs_touches
+) -> dict[str, pd.DataFrame]:
+    name_a = np.array(
+        [
+            "Apex",
+            "Blue",
+            "Cedar",
+            "Delta",
+            "Ember",
+            "Falcon",
+            "Granite",
+            "Harbor",
+            "Iris",
+            "Juniper",
+            "Kestrel",
+            "Lumen",
+            "Maple",
+            "Nova",
+            "Onyx",
+            "Pioneer",
+            "Quartz",
+            "River",
+            "Summit",
+            "Tidal",
+            "Umbra",
+            "Vertex",
+            "Willow",
+            "Xenon",
+            "Yarrow",
+            "Zenith",
+            "Atlas",
+            "Beacon",
+            "Cobalt",
+            "Drift",
+            "Echo",
+            "Fjord",
+            "Glacier",
+            "Helix",
+            "Indigo",
+            "Jade",
+            "Keystone",
+            "Lattice",
+            "Meridian",
+            "Northwind",
+        ]
+    )
+    name_b = np.array(
+        [
+            "Analytics",
+            "Systems",
+            "Labs",
+            "Health",
+            "Logistics",
+            "Capital",
+            "Media",
+            "Works",
+            "Foods",
+            "Energy",
+            "Robotics",
+            "Learning",
+        ]
+    )
     acc_ids = _ids("A", acc["n"], 6)
-    names = [f"{a} {b} {i + 1}" for i, (a, b) in
-             enumerate(zip(name_a[acc["name_a"]], name_b[acc["name_b"]], strict=True))]
+    names = [
+        f"{a} {b} {i + 1}"
+        for i, (a, b) in enumerate(zip(name_a[acc["name_a"]], name_b[acc["name_b"]], strict=True))
+    ]
     regions = np.array(REGIONS)[acc["region"]]
-    accounts = pa.table({
-        "account_id": acc_ids,
-        "name": pa.array(names),
-        "industry": pa.array(np.array(INDUSTRIES)[acc["industry"]], mask=acc["industry_missing"]),
-        "employee_band": pa.array(np.array(EMPLOYEE_BANDS)[acc["band"]], mask=acc["band_missing"]),
-        "region": pa.array(regions, mask=acc["region_missing"]),
-        "created_at": _ts(acc["created_ns"]),
-    })
+    accounts = pa.table(
+        {
+            "account_id": acc_ids,
+            "name": pa.array(names),
+            "industry": pa.array(
+                np.array(INDUSTRIES)[acc["industry"]], mask=acc["industry_missing"]
+            ),
+            "employee_band": pa.array(
+                np.array(EMPLOYEE_BANDS)[acc["band"]], mask=acc["band_missing"]
+            ),
+            "region": pa.array(regions, mask=acc["region_missing"]),
+            "created_at": _ts(acc["created_ns"]),
+        }
+    )
 
     n = leads["n"]
     lead_ids = _ids("L", n, 7)
@@ -946,56 +1236,76 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
         sel = region_of == r
         options = np.array(COUNTRIES[name])
         country[sel] = options[(leads["country_u"][sel] * len(options)).astype(int)]
-    titles = {0: "{f} Specialist", 1: "{f} Manager", 2: "Director of {f}", 3: "VP of {f}",
-              4: "Chief {f} Officer"}
+    titles = {
+        0: "{f} Specialist",
+        1: "{f} Manager",
+        2: "Director of {f}",
+        3: "VP of {f}",
+        4: "Chief {f} Officer",
+    }
     title_table = np.array([[titles[s].format(f=f) for f in FUNCTIONS] for s in range(5)])
     job_title = title_table[leads["seniority"], leads["function"]]
     conv_ns = leads["converted_ns"]
     converted = conv_ns >= 0
     ended = leads["created_week"] + cfg.lead_lifetime_weeks + 1 <= cal.weeks
-    status = np.where(converted, "converted",
-                      np.where(ended, np.where(leads["status_u"] < 0.3, "disqualified", "recycled"),
-                               "open"))
-    email_hash = [hashlib.sha256(f"lead{i + 1}@example.com".encode()).hexdigest()
-                  for i in range(n)]
-    leads_t = pa.table({
-        "lead_id": lead_ids,
-        "account_id": _take(acc_ids, np.where(leads["account_missing"], -1, leads["account"])),
-        "source": pa.array(np.array(SOURCES)[leads["source"]]),
-        "created_at": _ts(leads["created_ns"]),
-        "job_title": pa.array(job_title, mask=leads["seniority_missing"]),
-        "seniority": pa.array(np.array(SENIORITIES)[leads["seniority"]],
-                              mask=leads["seniority_missing"]),
-        "country": pa.array(country.astype(str)),
-        "email_hash": pa.array(email_hash),
-        "status": pa.array(status),
-        "converted_at": _ts(np.where(converted, conv_ns, 0), mask=~converted),
-    })
+    status = np.where(
+        converted,
+        "converted",
+        np.where(ended, np.where(leads["status_u"] < 0.3, "disqualified", "recycled"), "open"),
+    )
+    email_hash = [hashlib.sha256(f"lead{i + 1}@example.com".encode()).hexdigest() for i in range(n)]
+    leads_t = pa.table(
+        {
+            "lead_id": lead_ids,
+            "account_id": _take(acc_ids, np.where(leads["account_missing"], -1, leads["account"])),
+            "source": pa.array(np.array(SOURCES)[leads["source"]]),
+            "created_at": _ts(leads["created_ns"]),
+            "job_title": pa.array(job_title, mask=leads["seniority_missing"]),
+            "seniority": pa.array(
+                np.array(SENIORITIES)[leads["seniority"]], mask=leads["seniority_missing"]
+            ),
+            "country": pa.array(country.astype(str)),
+            "email_hash": pa.array(email_hash),
+            "status": pa.array(status),
+            "converted_at": _ts(np.where(converted, conv_ns, 0), mask=~converted),
+        }
+    )
 
     content_ids = _ids("CT", content["n"], 4)
-    content_t = pa.table({
-        "content_id": content_ids,
-        "title": pa.array([f"{CONTENT_TYPES[t].replace('_', ' ').title()}: "
-                           f"{TOPICS[p].replace('_', ' ')} #{k + 1}"
-                           for k, (t, p) in enumerate(zip(content["type"], content["topic"],
-                                                          strict=True))]),
-        "type": pa.array(np.array(CONTENT_TYPES)[content["type"]]),
-        "topic": pa.array(np.array(TOPICS)[content["topic"]]),
-        "published_at": _ts(content["published_ns"]),
-    })
+    content_t = pa.table(
+        {
+            "content_id": content_ids,
+            "title": pa.array(
+                [
+                    f"{CONTENT_TYPES[t].replace('_', ' ').title()}: "
+                    f"{TOPICS[p].replace('_', ' ')} #{k + 1}"
+                    for k, (t, p) in enumerate(zip(content["type"], content["topic"], strict=True))
+                ]
+            ),
+            "type": pa.array(np.array(CONTENT_TYPES)[content["type"]]),
+            "topic": pa.array(np.array(TOPICS)[content["topic"]]),
+            "published_at": _ts(content["published_ns"]),
+        }
+    )
 
     camp_ids = _ids("CMP", len(campaigns["channel"]), 4)
     start_year = pd.Timestamp(cfg.start).year
-    campaigns_t = pa.table({
-        "campaign_id": camp_ids,
-        "name": pa.array([f"{PAID_CHANNELS[c].replace('_', ' ').title()} — quarter {q + 1} "
-                          f"from {start_year}"
-                          for c, q in zip(campaigns["channel"], campaigns["quarter"], strict=True)]),
-        "channel": pa.array(np.array(PAID_CHANNELS)[campaigns["channel"]]),
-        "cost": pa.array(campaigns["cost"]),
-        "start": _ts(campaigns["start_ns"]),
-        "end": _ts(campaigns["end_ns"]),
-    })
+    campaigns_t = pa.table(
+        {
+            "campaign_id": camp_ids,
+            "name": pa.array(
+                [
+                    f"{PAID_CHANNELS[c].replace('_', ' ').title()} — quarter {q + 1} "
+                    f"from {start_year}"
+                    for c, q in zip(campaigns["channel"], campaigns["quarter"], strict=True)
+                ]
+            ),
+            "channel": pa.array(np.array(PAID_CHANNELS)[campaigns["channel"]]),
+            "cost": pa.array(campaigns["cost"]),
+            "start": _ts(campaigns["start_ns"]),
+            "end": _ts(campaigns["end_ns"]),
+        }
+    )
 
     # lead touches up to conversion, plus account-level customer-success meetings
     keep = ~converted[touches["lead"]] | (touches["occurred_ns"] < conv_ns[touches["lead"]])
@@ -1003,75 +1313,110 @@ def _assemble(cfg, cal, acc, leads, content, campaigns, touches, opps, subs, chu
     n_cs = len(cs_touches["account"])
     occurred = np.concatenate([touches["occurred_ns"][keep], cs_touches["occurred_ns"]])
     lead_col = np.concatenate([t_lead, np.full(n_cs, -1, np.int32)])
-    acc_col = np.concatenate([np.where(leads["account_missing"][t_lead], -1,
-                                       leads["account"][t_lead]).astype(np.int32),
-                              cs_touches["account"].astype(np.int32)])
+    acc_col = np.concatenate(
+        [
+            np.where(leads["account_missing"][t_lead], -1, leads["account"][t_lead]).astype(
+                np.int32
+            ),
+            cs_touches["account"].astype(np.int32),
+        ]
+    )
     channel = np.concatenate([touches["channel"][keep], np.full(n_cs, CH["sales"], np.int8)])
     ttype = np.concatenate([touches["type"][keep], np.full(n_cs, TY["meeting"], np.int8)])
     item = np.concatenate([touches["content"][keep], np.full(n_cs, -1, np.int16)])
     campaign = np.concatenate([touches["campaign"][keep], np.full(n_cs, -1, np.int16)])
     del keep, t_lead
     order = np.lexsort((lead_col, occurred))
-    interactions = pa.table({
-        "interaction_id": _ids("I", len(order), 9),
-        "occurred_at": _ts(occurred[order]),
-        "lead_id": _take(lead_ids, lead_col[order]),
-        "account_id": _take(acc_ids, acc_col[order]),
-        "channel": pa.array(CHANNELS, pa.large_string()).take(pa.array(channel[order])),
-        "type": pa.array(INTERACTION_TYPES, pa.large_string()).take(pa.array(ttype[order])),
-        "content_id": _take(content_ids, item[order]),
-        "campaign_id": _take(camp_ids, campaign[order]),
-    })
+    interactions = pa.table(
+        {
+            "interaction_id": _ids("I", len(order), 9),
+            "occurred_at": _ts(occurred[order]),
+            "lead_id": _take(lead_ids, lead_col[order]),
+            "account_id": _take(acc_ids, acc_col[order]),
+            "channel": pa.array(CHANNELS, pa.large_string()).take(pa.array(channel[order])),
+            "type": pa.array(INTERACTION_TYPES, pa.large_string()).take(pa.array(ttype[order])),
+            "content_id": _take(content_ids, item[order]),
+            "campaign_id": _take(camp_ids, campaign[order]),
+        }
+    )
     del occurred, lead_col, acc_col, channel, ttype, item, campaign, order
 
     opp_open = opps["won"] < 0
-    opportunities = pa.table({
-        "opportunity_id": _ids("O", len(opps["lead"]), 6),
-        "account_id": _take(acc_ids, opps["account"]),
-        "lead_id": _take(lead_ids, opps["lead"]),
-        "stage": pa.array(np.array(["prospecting", "qualification", "proposal", "negotiation",
-                                    "closed_won", "closed_lost"])[opps["stage"]]),
-        "amount": pa.array(opps["amount"].astype(np.float64)),
-        "created_at": _ts(opps["created_ns"]),
-        "closed_at": _ts(np.where(opp_open, 0, opps["closed_ns"]), mask=opp_open),
-        "won": pa.array(opps["won"] == 1, mask=opp_open),
-    })
+    opportunities = pa.table(
+        {
+            "opportunity_id": _ids("O", len(opps["lead"]), 6),
+            "account_id": _take(acc_ids, opps["account"]),
+            "lead_id": _take(lead_ids, opps["lead"]),
+            "stage": pa.array(
+                np.array(
+                    [
+                        "prospecting",
+                        "qualification",
+                        "proposal",
+                        "negotiation",
+                        "closed_won",
+                        "closed_lost",
+                    ]
+                )[opps["stage"]]
+            ),
+            "amount": pa.array(opps["amount"].astype(np.float64)),
+            "created_at": _ts(opps["created_ns"]),
+            "closed_at": _ts(np.where(opp_open, 0, opps["closed_ns"]), mask=opp_open),
+            "won": pa.array(opps["won"] == 1, mask=opp_open),
+        }
+    )
 
     year_ns = 365 * DAY_NS
     churned = churn["churn_ns"] >= 0
     as_of = np.where(churned, churn["churn_ns"], cal.end_ns)
-    renewal = subs["start_ns"] + (np.maximum(as_of - subs["start_ns"] - 1, 0) // year_ns + 1) * year_ns
-    subscriptions = pa.table({
-        "subscription_id": _ids("S", subs["n"], 6),
-        "account_id": _take(acc_ids, subs["account"]),
-        "plan": pa.array(np.array(PLANS)[subs["plan"]]),
-        "mrr": pa.array(subs["mrr"].astype(np.float64)),
-        "seats": pa.array(subs["seats"].astype(np.int64)),
-        "start": _ts(subs["start_ns"]),
-        "renewal_date": _ts(renewal),
-        "cancelled_at": _ts(np.where(churned, churn["churn_ns"], 0), mask=~churned),
-    })
+    renewal = (
+        subs["start_ns"] + (np.maximum(as_of - subs["start_ns"] - 1, 0) // year_ns + 1) * year_ns
+    )
+    subscriptions = pa.table(
+        {
+            "subscription_id": _ids("S", subs["n"], 6),
+            "account_id": _take(acc_ids, subs["account"]),
+            "plan": pa.array(np.array(PLANS)[subs["plan"]]),
+            "mrr": pa.array(subs["mrr"].astype(np.float64)),
+            "seats": pa.array(subs["seats"].astype(np.int64)),
+            "start": _ts(subs["start_ns"]),
+            "renewal_date": _ts(renewal),
+            "cancelled_at": _ts(np.where(churned, churn["churn_ns"], 0), mask=~churned),
+        }
+    )
     u_order = np.lexsort((subs["account"][usage["sub"]], usage["date_ns"]))
-    usage_t = pa.table({
-        "account_id": _take(acc_ids, subs["account"][usage["sub"]][u_order]),
-        "date": _ts(usage["date_ns"][u_order]),
-        "active_users": pa.array(usage["active_users"][u_order].astype(np.int64)),
-        "logins": pa.array(usage["logins"][u_order].astype(np.int64)),
-        "key_feature_events": pa.array(usage["key_feature_events"][u_order].astype(np.int64)),
-    })
+    usage_t = pa.table(
+        {
+            "account_id": _take(acc_ids, subs["account"][usage["sub"]][u_order]),
+            "date": _ts(usage["date_ns"][u_order]),
+            "active_users": pa.array(usage["active_users"][u_order].astype(np.int64)),
+            "logins": pa.array(usage["logins"][u_order].astype(np.int64)),
+            "key_feature_events": pa.array(usage["key_feature_events"][u_order].astype(np.int64)),
+        }
+    )
     t_order = np.argsort(tickets["opened_ns"], kind="stable")
     t_open = tickets["closed_ns"][t_order] < 0
-    tickets_t = pa.table({
-        "ticket_id": _ids("T", len(t_order), 6),
-        "account_id": _take(acc_ids, subs["account"][tickets["sub"][t_order]]),
-        "opened_at": _ts(tickets["opened_ns"][t_order]),
-        "closed_at": _ts(np.where(t_open, 0, tickets["closed_ns"][t_order]), mask=t_open),
-        "priority": pa.array(np.array(TICKET_PRIORITIES)[tickets["priority"][t_order]]),
-        "satisfaction": pa.array(tickets["satisfaction"][t_order], from_pandas=True),
-    })
-    arrow = {"accounts": accounts, "leads": leads_t, "opportunities": opportunities,
-             "content": content_t, "campaigns": campaigns_t, "interactions": interactions,
-             "subscriptions": subscriptions, "usage": usage_t, "tickets": tickets_t}
+    tickets_t = pa.table(
+        {
+            "ticket_id": _ids("T", len(t_order), 6),
+            "account_id": _take(acc_ids, subs["account"][tickets["sub"][t_order]]),
+            "opened_at": _ts(tickets["opened_ns"][t_order]),
+            "closed_at": _ts(np.where(t_open, 0, tickets["closed_ns"][t_order]), mask=t_open),
+            "priority": pa.array(np.array(TICKET_PRIORITIES)[tickets["priority"][t_order]]),
+            "satisfaction": pa.array(tickets["satisfaction"][t_order], from_pandas=True),
+        }
+    )
+    arrow = {
+        "accounts": accounts,
+        "leads": leads_t,
+        "opportunities": opportunities,
+        "content": content_t,
+        "campaigns": campaigns_t,
+        "interactions": interactions,
+        "subscriptions": subscriptions,
+        "usage": usage_t,
+        "tickets": tickets_t,
+    }
     return {name: _to_contract_frame(arrow.pop(name), name) for name in TABLES}
 
 
@@ -1091,17 +1436,21 @@ def _summary(cfg, tables, truth, attribution, conv) -> dict[str, Any]:
     per_lead = per_lead.reindex(leads["lead_id"], fill_value=0)
     subs = tables["subscriptions"]
     end = pd.Timestamp(cfg.start, tz="UTC") + pd.Timedelta(weeks=cfg.weeks)
-    exposure_years = ((subs["cancelled_at"].fillna(end) - subs["start"].clip(
-        lower=pd.Timestamp(cfg.start, tz="UTC"))).dt.days.clip(lower=0).sum() / 365.0)
+    exposure_years = (
+        subs["cancelled_at"].fillna(end)
+        - subs["start"].clip(lower=pd.Timestamp(cfg.start, tz="UTC"))
+    ).dt.days.clip(lower=0).sum() / 365.0
     return {
         "config": asdict(cfg),
         "end": end.isoformat(),
         "rows": {name: int(len(frame)) for name, frame in tables.items()},
         "lead_conversion_rate": float(leads["converted_at"].notna().mean()),
-        "touches_per_lead": {"mean": float(per_lead.mean()),
-                             "p50": float(per_lead.median()),
-                             "p95": float(per_lead.quantile(0.95)),
-                             "no_touches": float((per_lead == 0).mean())},
+        "touches_per_lead": {
+            "mean": float(per_lead.mean()),
+            "p50": float(per_lead.median()),
+            "p95": float(per_lead.quantile(0.95)),
+            "no_touches": float((per_lead == 0).mean()),
+        },
         "annual_logo_churn": float(subs["cancelled_at"].notna().sum() / max(exposure_years, 1e-9)),
         "conversions": conv.conversions,
         "touch_attributed_conversions": conv.touch_attributed,
@@ -1119,6 +1468,7 @@ def write_simulation(result: SimulationResult, data_dir: Path) -> dict[str, Path
             write_parquet(frame, raw_tmp / f"{name}.parquet")
         for name, frame in result.truth.items():
             write_parquet(frame, truth_tmp / f"{name}.parquet")
-        (truth_tmp / "summary.json").write_text(json.dumps(result.summary, indent=2,
-                                                           sort_keys=True, default=str))
+        (truth_tmp / "summary.json").write_text(
+            json.dumps(result.summary, indent=2, sort_keys=True, default=str)
+        )
     return {"raw": raw_dir, "truth": truth_dir}

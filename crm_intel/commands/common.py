@@ -53,15 +53,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def progress(description: str, total: float | None = None) -> Iterator[Any]:
     """A rich progress bar on stderr; yields ``advance(step_description)``."""
     bar = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
-        console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     with bar:
         task = bar.add_task(description, total=total)
 
         def advance(step: str | None = None, amount: float = 1) -> None:
-            bar.update(task, advance=amount,
-                       description=f"{description}: {step}" if step else description)
+            bar.update(
+                task, advance=amount, description=f"{description}: {step}" if step else description
+            )
 
         yield advance

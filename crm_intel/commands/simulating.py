@@ -35,7 +35,8 @@ def simulate(
     json_: JsonOption = False,
 ) -> None:
     """Simulate a B2B SaaS CRM with planted ground truth into DATA_DIR/raw and DATA_DIR/truth."""
-    from crm_intel.simulator import SimulationConfig, simulate as run, write_simulation
+    from crm_intel.simulator import SimulationConfig, write_simulation
+    from crm_intel.simulator import simulate as run
 
     target = out if out is not None else settings_for(data_dir).data_dir
     try:
@@ -57,9 +58,15 @@ def simulate(
     console.print(table)
     console.print(
         f"lead conversion {summary['lead_conversion_rate']:.1%} · annual logo churn "
-        f"{summary['annual_logo_churn']:.1%} · touches per lead {summary['touches_per_lead']['mean']:.1f}"
-        f" · {seconds:.1f}s"
+        f"{summary['annual_logo_churn']:.1%} · touches per lead "
+        f"{summary['touches_per_lead']['mean']:.1f} · {seconds:.1f}s"
     )
     if json_:
-        emit_json({**summary, "seconds": round(seconds, 3), "raw_dir": str(paths["raw"]),
-                   "truth_dir": str(paths["truth"])})
+        emit_json(
+            {
+                **summary,
+                "seconds": round(seconds, 3),
+                "raw_dir": str(paths["raw"]),
+                "truth_dir": str(paths["truth"]),
+            }
+        )

@@ -16,15 +16,17 @@ SIZE = ["--accounts", "150", "--leads", "1500", "--months", "6"]
 
 
 def _simulate(out: Path, seed: int) -> dict:
-    result = CliRunner().invoke(app, ["simulate", "--out", str(out), "--seed", str(seed),
-                                      *SIZE, "--json"])
+    result = CliRunner().invoke(
+        app, ["simulate", "--out", str(out), "--seed", str(seed), *SIZE, "--json"]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path: Path) -> None:
@@ -43,7 +45,10 @@ def test_without_out_it_writes_into_the_data_dir(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "--data-dir", str(data_dir), *SIZE])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (data_dir / "raw").iterdir())[:3] == [
-        "accounts.parquet", "campaigns.parquet", "content.parquet"]
+        "accounts.parquet",
+        "campaigns.parquet",
+        "content.parquet",
+    ]
 
 
 def test_a_bad_size_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:

@@ -19,15 +19,17 @@ def sim() -> SimulationResult:
     return simulate(SimulationConfig(seed=5, accounts=1_500, leads=20_000, months=15))
 
 
-def _calibration_gap(truth: pd.DataFrame, key: str, p: str, event_at: pd.Series,
-                     end: pd.Timestamp) -> tuple[float, float]:
+def _calibration_gap(
+    truth: pd.DataFrame, key: str, p: str, event_at: pd.Series, end: pd.Timestamp
+) -> tuple[float, float]:
     """Mean true probability minus realised rate, and its standard error clustered by entity."""
     rows = truth[truth["snapshot_at"] + WINDOW <= end]
     event = pd.Series(event_at.reindex(rows[key]).to_numpy(), index=rows.index)
     start = rows["snapshot_at"]
     happened = ((event > start) & (event <= start + WINDOW)).to_numpy()
-    residual = pd.Series(happened.astype(float) - rows[p].to_numpy()).groupby(
-        rows[key].to_numpy()).sum()
+    residual = (
+        pd.Series(happened.astype(float) - rows[p].to_numpy()).groupby(rows[key].to_numpy()).sum()
+    )
     gap = -residual.sum() / len(rows)
     se = np.sqrt((residual**2).sum()) / len(rows)
     return gap, se
@@ -35,16 +37,22 @@ def _calibration_gap(truth: pd.DataFrame, key: str, p: str, event_at: pd.Series,
 
 def test_true_conversion_probability_matches_realised_rate(sim: SimulationResult) -> None:
     converted_at = sim.tables["leads"].set_index("lead_id")["converted_at"]
-    gap, se = _calibration_gap(sim.truth["lead_conversion"], "lead_id", "p_convert",
-                               converted_at, pd.Timestamp(sim.summary["end"]))
+    gap, se = _calibration_gap(
+        sim.truth["lead_conversion"],
+        "lead_id",
+        "p_convert",
+        converted_at,
+        pd.Timestamp(sim.summary["end"]),
+    )
     assert abs(gap) < 3.5 * se, (gap, se)
     assert se < 0.002  # the check is sharp enough to mean something
 
 
 def test_true_churn_probability_matches_realised_rate(sim: SimulationResult) -> None:
     cancelled = sim.tables["subscriptions"].groupby("account_id")["cancelled_at"].min()
-    gap, se = _calibration_gap(sim.truth["churn"], "account_id", "p_churn", cancelled,
-                               pd.Timestamp(sim.summary["end"]))
+    gap, se = _calibration_gap(
+        sim.truth["churn"], "account_id", "p_churn", cancelled, pd.Timestamp(sim.summary["end"])
+    )
     assert abs(gap) < 3.5 * se, (gap, se)
     assert se < 0.005
 

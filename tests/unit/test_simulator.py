@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,8 +13,11 @@ pytestmark = pytest.mark.unit
 
 def test_same_seed_gives_equal_tables_and_other_seed_differs() -> None:
     config = SimulationConfig(seed=3, accounts=100, leads=800, months=6)
-    first, again, other = simulate(config), simulate(config), simulate(
-        SimulationConfig(seed=4, accounts=100, leads=800, months=6))
+    first, again, other = (
+        simulate(config),
+        simulate(config),
+        simulate(SimulationConfig(seed=4, accounts=100, leads=800, months=6)),
+    )
     for name, frame in first.tables.items():
         pd.testing.assert_frame_equal(frame, again.tables[name])
     assert not first.tables["interactions"].equals(other.tables["interactions"])
@@ -59,8 +61,9 @@ def test_usage_and_tickets_stop_when_an_account_churns(small_sim: SimulationResu
     usage = small_sim.tables["usage"]
     tickets = small_sim.tables["tickets"]
     assert not (usage["date"].to_numpy() > cancelled.reindex(usage["account_id"]).to_numpy()).any()
-    assert not (tickets["opened_at"].to_numpy()
-                > cancelled.reindex(tickets["account_id"]).to_numpy()).any()
+    assert not (
+        tickets["opened_at"].to_numpy() > cancelled.reindex(tickets["account_id"]).to_numpy()
+    ).any()
 
 
 def test_won_opportunities_belong_to_converted_leads(small_sim: SimulationResult) -> None:
@@ -71,8 +74,9 @@ def test_won_opportunities_belong_to_converted_leads(small_sim: SimulationResult
     assert 0.2 <= closed["won"].astype(bool).mean() <= 0.6
 
 
-@pytest.mark.parametrize("bad", [dict(leads=5), dict(accounts=0), dict(months=1),
-                                 dict(start="2024-01-03")])
+@pytest.mark.parametrize(
+    "bad", [dict(leads=5), dict(accounts=0), dict(months=1), dict(start="2024-01-03")]
+)
 def test_bad_config_is_refused_with_the_field_named(bad: dict) -> None:
     field = next(iter(bad))
     with pytest.raises(ValueError, match=field):
