@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from crm_intel.commands import importing, simulating
+from crm_intel.commands import attribution, features, importing, simulating, training
 
 app = typer.Typer(
     name="crm-intel",
@@ -21,6 +21,10 @@ app = typer.Typer(
 app.command("simulate")(simulating.simulate)
 app.command("import")(importing.import_)
 # Later stages register below, one line each.
+app.add_typer(features.app, name="features")
+app.add_typer(attribution.app, name="attribution")
+app.add_typer(training.train_app, name="train")
+app.add_typer(training.models_app, name="models")
 
 
 if __name__ == "__main__":  # pragma: no cover

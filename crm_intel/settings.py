@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def project_root() -> Path:
     """The repository root when running from a checkout, else the working directory."""
     here = Path(__file__).resolve().parents[1]
     return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+# Score outputs → CRM field names (Salesforce-style custom fields); override any of them with
+# CRM_INTEL_CRM_FIELD_NAMES='{"lead_score": "Score__c"}'.
+DEFAULT_CRM_FIELDS: dict[str, str] = {
+    "lead_score": "Lead_Score__c",
+    "lead_grade": "Lead_Grade__c",
+    "lead_reasons": "Score_Reasons__c",
+    "account_score": "Churn_Risk_Score__c",
+    "account_grade": "Churn_Risk_Grade__c",
+    "account_revenue_at_risk": "Revenue_At_Risk__c",
+    "account_reasons": "Churn_Reasons__c",
+}
 
 
 class Settings(BaseSettings):
@@ -28,6 +42,31 @@ class Settings(BaseSettings):
     churn_window_days: int = 90
     snapshot_frequency_days: int = 7
     lead_scoring_horizon_days: int = 182
+    promotion_margin: float = 0.002  # ROC AUC a challenger must gain over the champion
+    # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 3000
+    serve_workers: int = 1  # service processes (each loads both champions)
+    serve_threads: int = 1  # scoring threads per process (CPU-bound: more only thrash the GIL)
+    serve_access_log: bool = False  # one log line per request; off for latency
+    serve_metrics: bool = True  # Prometheus /metrics
+    model_refresh_seconds: float = 10.0  # how often the service checks the champion aliases
+    online_store_timeout_ms: int = 250  # wait on a locked online store before answering 503
+    score_reasons: int = 3  # top reasons per score
+    crm_field_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CRM_FIELDS))
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("crm_field_names", mode="after")
+    @classmethod
+    def _fill_crm_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return {**DEFAULT_CRM_FIELDS, **value}
 
     @property
     def raw_dir(self) -> Path:

@@ -1,0 +1,226 @@
+"""``crm-intel attribution …``: credit per channel and content item, and the marketer's report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from crm_intel.commands.common import (
+    DataDirOption,
+    JsonOption,
+    console,
+    emit_json,
+    fail,
+    progress,
+    settings_for,
+)
+
+app = typer.Typer(
+    help="Content and channel attribution: credit per channel and content item under several "
+    "models, checked against simulator truth, and an HTML report for marketers.",
+    no_args_is_help=True,
+)
+
+PathsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--paths",
+        help="Aggregated path file (path;total_conversions;"
+        "total_conversion_value;total_null). Default: journeys from the data "
+        "directory's raw interactions, leads and opportunities.",
+    ),
+]
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--models",
+        help="Comma-separated models (default: all): first_touch, "
+        "last_touch, linear, time_decay, position_based, markov_1, markov_2, markov_3, "
+        "shapley, data_driven.",
+    ),
+]
+LookbackOption = Annotated[
+    float,
+    typer.Option(
+        "--lookback-days",
+        help="Touches count up to this many days before a conversion (or a lead's last touch).",
+    ),
+]
+HalfLifeOption = Annotated[
+    float, typer.Option("--half-life-days", help="Half-life of the time-decay model.")
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sampled and learned models.")]
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from training.attribution import AttributionError
+
+    return (AttributionError, FileNotFoundError)
+
+
+def _prepare(
+    data_dir: Path | None,
+    paths: Path | None,
+    models: str | None,
+    lookback_days: float,
+    half_life_days: float,
+    seed: int,
+) -> tuple[Any, list[Any], dict | None, Any]:
+    """Journeys, model results, truth (when the data dir has it) and settings."""
+    from training.attribution import (
+        ModelOptions,
+        load_journeys,
+        parse_models,
+        read_truth,
+        run_model,
+    )
+
+    settings = settings_for(data_dir)
+    names = parse_models(models)
+    options = ModelOptions(half_life_days=half_life_days, seed=seed)
+    with progress("attribution", total=len(names) + 1) as advance:
+        advance("journeys", 0)
+        journeys = load_journeys(
+            raw_dir=None if paths else settings.raw_dir, paths=paths, lookback_days=lookback_days
+        )
+        advance("journeys")
+        results = []
+        for name in names:
+            advance(name, 0)
+            results.append(run_model(journeys, name, options))
+            advance(name)
+    truth = None if paths else read_truth(settings.truth_dir)
+    return journeys, results, truth, settings
+
+
+SHORT_NAMES = {
+    "first_touch": "first",
+    "last_touch": "last",
+    "linear": "linear",
+    "time_decay": "decay",
+    "position_based": "u-shape",
+    "markov_1": "mk1",
+    "markov_2": "mk2",
+    "markov_3": "mk3",
+    "shapley": "shapley",
+    "data_driven": "data",
+}
+
+
+def _print_channels(results: list[Any], summary: dict[str, Any]) -> None:
+    table = Table(
+        title=f"% of conversions by channel ({summary['conversions']:,.0f} "
+        f"conversions, {summary['weighted_journeys']:,.0f} journeys)",
+        box=box.SIMPLE,
+        pad_edge=False,
+    )
+    table.add_column("channel", no_wrap=True)
+    for result in results:
+        table.add_column(SHORT_NAMES.get(result.model, result.model), justify="right", no_wrap=True)
+    channels = results[0].channels["channel"].astype(str).tolist()
+    shares = {
+        r.model: dict(zip(r.channels["channel"].astype(str), r.channels["share"], strict=True))
+        for r in results
+    }
+    for channel in channels:
+        table.add_row(channel, *(f"{100 * shares[r.model].get(channel, 0.0):.1f}" for r in results))
+    if "tvd" in summary:
+        table.add_row(
+            "TVD vs truth", *(f"{summary['tvd'][r.model]:.3f}" for r in results), style="bold"
+        )
+    console.print(table)
+    dropped = summary["dropped"]
+    if dropped.get("conversions_without_touch"):
+        console.print(
+            f"{dropped['conversions_without_touch']:,} conversion(s) had no touch in "
+            "the lookback window and are not credited."
+        )
+
+
+def run(
+    out: Annotated[Path, typer.Option("--out", help="Credit table to write (.csv or .parquet).")],
+    paths: PathsOption = None,
+    models: ModelsOption = None,
+    lookback_days: LookbackOption = 90.0,
+    half_life_days: HalfLifeOption = 7.0,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Credit conversions and revenue to channels and content items under each model.
+
+    Writes one row per (model, channel) and per (model, content item): model, level, channel or
+    content_id, conversions, value, share, value_share, std_error.
+    """
+    from training.attribution import credit_table, run_summary, write_credit_table
+
+    started = time.perf_counter()
+    try:
+        journeys, results, truth, _ = _prepare(
+            data_dir, paths, models, lookback_days, half_life_days, seed
+        )
+    except _errors() as err:
+        raise fail(str(err)) from None
+    table = credit_table(results)
+    write_credit_table(table, out)
+    summary = run_summary(journeys, results, truth)
+    summary.update(out=str(out), rows=len(table), seconds=round(time.perf_counter() - started, 2))
+    _print_channels(results, summary)
+    console.print(f"wrote {len(table):,} rows → {out}")
+    if json_:
+        emit_json(summary)
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="HTML page to write.")] = Path(
+        "attribution_report.html"
+    ),
+    paths: PathsOption = None,
+    models: ModelsOption = None,
+    lookback_days: LookbackOption = 90.0,
+    half_life_days: HalfLifeOption = 7.0,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Write a self-contained HTML report for marketers (charts embedded, no server needed)."""
+    from training.attribution import (
+        build_report,
+        load_content_costs,
+        load_content_names,
+        run_summary,
+        write_report,
+    )
+
+    started = time.perf_counter()
+    try:
+        journeys, results, truth, settings = _prepare(
+            data_dir, paths, models, lookback_days, half_life_days, seed
+        )
+        costs = None if paths else load_content_costs(settings.raw_dir)
+        names = None if paths else load_content_names(settings.raw_dir)
+    except _errors() as err:
+        raise fail(str(err)) from None
+    page = build_report(journeys, results, costs=costs, truth=truth, content_names=names)
+    write_report(page, out)
+    summary = run_summary(journeys, results, truth)
+    summary.update(
+        out=str(out),
+        bytes=len(page.encode("utf-8")),
+        charts=page.count('<figure class="chart"'),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    console.print(
+        f"wrote report ({summary['charts']} charts, {summary['bytes'] / 1e6:.1f} MB) → {out}"
+    )
+    if json_:
+        emit_json(summary)
+
+
+app.command("run")(run)
+app.command("report")(report)

@@ -1,0 +1,96 @@
+"""Feature tables, declared once: names, kinds and the files they live in.
+
+Numeric features are ``float32`` (counts are exact up to 2**24); categorical features are strings
+(pandas ``string`` dtype, missing as ``<NA>``). Feast sees them as ``Float32`` and ``String``.
+"""
+
+from __future__ import annotations
+
+from crm_intel.contract import CHANNELS, CONTENT_TYPES, INTERACTION_TYPES
+
+LEAD_WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
+
+LEAD_CATEGORICAL: tuple[str, ...] = (
+    "seniority",
+    "source",
+    "country",
+    "account_employee_band",
+    "account_industry",
+    "account_region",
+)
+LEAD_NUMERIC: tuple[str, ...] = (
+    "days_since_created",
+    *(f"touches_{w}d" for w in LEAD_WINDOWS_DAYS),
+    *(f"touches_{c}_90d" for c in CHANNELS),
+    *(f"touches_{t}_30d" for t in INTERACTION_TYPES),
+    *(f"touches_{t}_90d" for t in INTERACTION_TYPES),
+    "days_since_last_touch",
+    "days_since_last_high_intent",
+    "touches_14d",
+    "touches_prev_14d",
+    "touch_velocity_14d",
+    *(f"content_{c}_touches" for c in CONTENT_TYPES),
+    "distinct_content",
+    "distinct_topics",
+    "email_click_rate_90d",
+    "email_reply_rate_90d",
+    "calls_total",
+    "meetings_total",
+    "account_is_customer",
+)
+LEAD_FEATURES: tuple[str, ...] = LEAD_NUMERIC + LEAD_CATEGORICAL
+
+ACCOUNT_CATEGORICAL: tuple[str, ...] = (
+    "plan",
+    "rfm_segment",
+    "employee_band",
+    "industry",
+    "region",
+)
+ACCOUNT_NUMERIC: tuple[str, ...] = (
+    "mrr",
+    "seats",
+    "tenure_days",
+    "days_to_renewal",
+    "active_user_ratio_28d",
+    "active_users_28d",
+    "active_users_prev_28d",
+    "active_users_trend",
+    "logins_28d",
+    "logins_prev_28d",
+    "logins_trend",
+    "key_feature_events_28d",
+    "key_feature_events_prev_28d",
+    "key_feature_events_trend",
+    "tickets_90d",
+    "high_priority_tickets_90d",
+    "mean_satisfaction_90d",
+    "open_tickets",
+    "open_ticket_mean_age_days",
+    "rfm_recency_days",
+    "rfm_frequency",
+    "rfm_monetary",
+    "account_touches_30d",
+    "account_touches_90d",
+)
+ACCOUNT_FEATURES: tuple[str, ...] = ACCOUNT_NUMERIC + ACCOUNT_CATEGORICAL
+
+CONTENT_CATEGORICAL: tuple[str, ...] = ("content_type", "topic")
+CONTENT_NUMERIC: tuple[str, ...] = (
+    "days_since_published",
+    "reach",
+    "reach_30d",
+    "engaged_leads",
+    "converted_engaged_leads",
+    "engaged_conversion_rate",
+)
+CONTENT_FEATURES: tuple[str, ...] = CONTENT_NUMERIC + CONTENT_CATEGORICAL
+
+RFM_SEGMENTS: tuple[str, ...] = ("champion", "loyal", "recent", "at_risk", "lapsed", "no_deals")
+
+# entity → (join key, feature table file stem, numeric features, categorical features)
+ENTITIES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    "lead": ("lead_id", "lead_features", LEAD_NUMERIC, LEAD_CATEGORICAL),
+    "account": ("account_id", "account_features", ACCOUNT_NUMERIC, ACCOUNT_CATEGORICAL),
+    "content": ("content_id", "content_features", CONTENT_NUMERIC, CONTENT_CATEGORICAL),
+}

@@ -1,0 +1,127 @@
+"""``crm-intel attribution run`` and ``report`` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from crm_intel.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+def _invoke(*args: str) -> tuple[int, str, dict | None]:
+    result = CliRunner().invoke(app, ["attribution", *args])
+    lines = result.stdout.strip().splitlines()
+    payload = json.loads(lines[-1]) if "--json" in args and result.exit_code == 0 else None
+    return result.exit_code, result.output, payload
+
+
+def test_run_on_a_path_file_writes_one_row_per_model_and_channel(tmp_path: Path) -> None:
+    # given a small path file
+    paths = tmp_path / "paths.csv"
+    paths.write_text(
+        "path;total_conversions;total_conversion_value;total_null\n"
+        "a > b;3;30;1\nb;1;5;4\nc > a;0;0;2\n"
+    )
+    out = tmp_path / "credit.csv"
+    # when
+    code, output, payload = _invoke(
+        "run", "--paths", str(paths), "--models", "first,last,markov", "--out", str(out), "--json"
+    )
+    # then
+    assert code == 0, output
+    table = pd.read_csv(out)
+    assert table.groupby("model")["conversions"].sum().to_dict() == pytest.approx(
+        {"first_touch": 4.0, "last_touch": 4.0, "markov_1": 4.0}
+    )
+    assert table.loc[table["model"] == "last_touch"].set_index("channel")[
+        "conversions"
+    ].to_dict() == pytest.approx({"a": 0.0, "b": 4.0, "c": 0.0})
+    assert payload["conversions"] == 4.0 and payload["value"] == 35.0
+    assert payload["rows"] == 9 and "tvd" not in payload
+
+
+def test_run_on_the_data_dir_reports_tvd_against_simulated_truth(
+    tmp_path: Path, small_data_dir: Path
+) -> None:
+    out = tmp_path / "credit.parquet"
+    code, output, payload = _invoke(
+        "run",
+        "--data-dir",
+        str(small_data_dir),
+        "--models",
+        "last_touch,linear,data_driven",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert code == 0, output
+    table = pd.read_parquet(out)
+    assert set(table["level"]) == {"channel", "content"}
+    content = table[table["level"] == "content"]
+    assert content.groupby("model")["conversions"].sum().to_numpy() == pytest.approx(
+        payload["conversions"]
+    )
+    assert set(payload["tvd"]) == {"last_touch", "linear", "data_driven"}
+    assert all(0 <= v <= 1 for v in payload["tvd"].values())
+    assert payload["source"] == "interactions"
+
+
+def test_report_writes_a_page_with_its_charts(tmp_path: Path, small_data_dir: Path) -> None:
+    out = tmp_path / "report.html"
+    code, output, payload = _invoke(
+        "report",
+        "--data-dir",
+        str(small_data_dir),
+        "--models",
+        "last_touch,markov_1,shapley",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert code == 0, output
+    assert out.exists() and payload["charts"] == 10
+    assert payload["bytes"] == len(out.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("path;total_conversions\na >  > b;1\n", "has an empty step"),
+        ("path;total_conversions;total_conversion_value\na;1;-4\n", "is negative"),
+        ("route;conversions\na;1\n", "no path column"),
+        ("path;total_conversions;total_null\na;0;5\n", "no conversions to credit"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    paths = tmp_path / "paths.csv"
+    paths.write_text(content)
+    out = tmp_path / "credit.csv"
+    code, output, _ = _invoke("run", "--paths", str(paths), "--out", str(out))
+    assert code == 2
+    assert message in " ".join(output.split())
+    assert not out.exists()
+
+
+def test_unknown_model_and_missing_data_are_clear_errors(tmp_path: Path) -> None:
+    code, output, _ = _invoke(
+        "run", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x.csv")
+    )
+    assert code == 2 and "does not exist" in output
+    code, output, _ = _invoke(
+        "run",
+        "--paths",
+        str(tmp_path / "p.csv"),
+        "--models",
+        "magic",
+        "--out",
+        str(tmp_path / "x.csv"),
+    )
+    assert code == 2 and "unknown model 'magic'" in output

@@ -1,0 +1,140 @@
+"""The tables behind the report's charts, and the page they make."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.attribution import NO_CONTENT, Journeys, build_report, paths_to_journeys, run_models
+from training.attribution.report import (
+    content_costs,
+    content_roi,
+    monthly_trend,
+    path_lengths,
+    time_to_conversion,
+    top_paths,
+)
+
+pytestmark = pytest.mark.unit
+
+DAY = np.timedelta64(86400 * 10**9, "ns")
+T0 = np.datetime64("2024-01-01T00:00:00", "ns")
+
+
+def lead_journeys() -> Journeys:
+    """Three leads: L1 email→sales converts on Jan 11 (600), L2 sales converts on Feb 5 (400),
+    L3 email does not convert."""
+    return Journeys(
+        journey_id=np.array(["L1", "L2", "L3"], dtype=object),
+        offsets=np.array([0, 2, 3, 4]),
+        channel=np.array([0, 1, 1, 0], dtype=np.int32),
+        channels=("email", "sales"),
+        conversions=np.array([1.0, 1.0, 0.0]),
+        value=np.array([600.0, 400.0, 0.0]),
+        nulls=np.array([0.0, 0.0, 1.0]),
+        content=np.array([0, -1, 1, 0], dtype=np.int32),
+        contents=("C1", "C2"),
+        touched_at=np.array([T0, T0 + 5 * DAY, T0 + 30 * DAY, T0 + 3 * DAY]),
+        ended_at=np.array([T0 + 10 * DAY, T0 + 35 * DAY, T0 + 3 * DAY]),
+        converted_at=np.array([T0 + 10 * DAY, T0 + 35 * DAY, np.datetime64("NaT", "ns")]),
+        source="test",
+    )
+
+
+def test_top_paths_pool_identical_paths_with_their_rate() -> None:
+    journeys = paths_to_journeys(
+        pd.DataFrame(
+            {
+                "path": ["a > b", "c", "a > b"],
+                "total_conversions": [2, 1, 3],
+                "total_null": [3, 0, 2],
+            }
+        )
+    )
+    paths = top_paths(journeys, n=5)
+    assert paths["path"].tolist() == ["a > b", "c"]
+    assert paths["conversions"].tolist() == [5, 1]
+    assert paths["rate"].tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_path_lengths_and_time_to_conversion() -> None:
+    lengths = path_lengths(lead_journeys(), cap=3).set_index("touches")
+    assert lengths.loc[1, "converting"] == 1 and lengths.loc[1, "not_converting"] == 1
+    assert lengths.loc[2, "conversion_rate"] == 1.0
+    assert time_to_conversion(lead_journeys()).tolist() == [10.0, 5.0]
+
+
+def test_monthly_trend_sums_conversions_revenue_and_channel_mix() -> None:
+    trend = monthly_trend(lead_journeys())
+    assert trend["month"].dt.month.tolist() == [1, 2]
+    assert trend["conversions"].tolist() == [1.0, 1.0]
+    assert trend["value"].tolist() == [600.0, 400.0]
+    assert trend[["email", "sales"]].to_numpy().tolist() == [[0.5, 0.5], [0.0, 1.0]]
+
+
+def test_campaign_cost_is_split_over_the_content_its_touches_carried() -> None:
+    interactions = pd.DataFrame(
+        {
+            "campaign_id": pd.array(["K1", "K1", "K1", "K1", None], dtype="string"),
+            "content_id": pd.array(["C1", "C1", "C2", None, "C2"], dtype="string"),
+        }
+    )
+    campaigns = pd.DataFrame(
+        {"campaign_id": pd.array(["K1", "K2"], dtype="string"), "cost": [1000.0, 50.0]}
+    )
+    costs = content_costs(interactions, campaigns).set_index("content_id")["cost"].to_dict()
+    assert costs == pytest.approx(
+        {"C1": 500.0, "C2": 250.0, NO_CONTENT: 250.0, "(no touches)": 50.0}
+    )
+
+
+def test_content_roi_is_credited_revenue_over_cost() -> None:
+    (result,) = run_models(lead_journeys(), ["last_touch"])
+    roi = content_roi(result, pd.DataFrame({"content_id": ["C1", "C2"], "cost": [100.0, 800.0]}))
+    # last touch: L1's 600 goes to its sales touch without content, L2's 400 to C2
+    assert roi.set_index("content_id")["roi"].to_dict() == pytest.approx({"C1": 0.0, "C2": 0.5})
+
+
+def test_report_page_is_self_contained_with_every_chart() -> None:
+    results = run_models(lead_journeys(), ["first_touch", "linear", "markov_1"])
+    costs = pd.DataFrame({"content_id": ["C1", "C2"], "cost": [100.0, 800.0]})
+    truth = {
+        "channel": pd.DataFrame(
+            {"channel": ["email", "sales"], "share": [0.2, 0.8], "value_share": [0.2, 0.8]}
+        )
+    }
+    page = build_report(
+        lead_journeys(), results, costs=costs, truth=truth, content_names={"C1": "Pricing guide"}
+    )
+    charts = re.findall(r'<figure class="chart" data-chart="([^"]+)">\s*<svg', page)
+    assert charts == [
+        "channel-headline",
+        "channel-models",
+        "content-models",
+        "content-revenue",
+        "paths",
+        "time-to-conversion",
+        "path-length",
+        "roi",
+        "trend-totals",
+        "trend-channels",
+    ]
+    assert "<script" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "Pricing guide (C1)" in page
+    assert "truth (simulated)" in page
+    # ids stay unique across the inline SVGs
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+
+
+def test_report_on_aggregated_paths_says_what_it_cannot_show() -> None:
+    journeys = paths_to_journeys(
+        pd.DataFrame({"path": ["a > b", "b"], "total_conversions": [1, 2], "total_null": [1, 1]})
+    )
+    page = build_report(journeys, run_models(journeys, ["linear"]))
+    assert "Aggregated paths carry no dates." in page
+    assert "These journeys carry no content" in page

@@ -1,0 +1,637 @@
+"""The marketer's attribution report: one self-contained HTML page with charts.
+
+The page holds inline SVG charts drawn with matplotlib (no script, no font or network request), so
+it opens from disk, in a mail attachment or on a file share. Sections: credit by channel and by
+content under each model side by side, the top converting paths, time to conversion and path
+length, content ROI (credited revenue ÷ campaign cost) and the monthly trend.
+
+The tables behind the charts are plain functions (:func:`top_paths`, :func:`path_lengths`,
+:func:`time_to_conversion`, :func:`monthly_trend`, :func:`content_costs`, :func:`content_roi`),
+so the notebook and tests use the same numbers the page shows.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from crm_intel.io import atomic_file
+from training.attribution.credit import Attribution
+from training.attribution.evaluate import tvd_table
+from training.attribution.journeys import NO_CONTENT, Journeys
+
+HEADLINE_ORDER = (
+    "data_driven",
+    "shapley",
+    "markov_1",
+    "markov_2",
+    "markov_3",
+    "time_decay",
+    "position_based",
+    "linear",
+    "last_touch",
+    "first_touch",
+)
+PALETTE = (
+    "#2f6fb0",
+    "#e07b39",
+    "#3a9a5b",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+    "#1b3a5c",
+)
+DAY_NS = 86400e9
+
+
+# ----------------------------------------------------------------------------- tables
+def headline_model(results: Sequence[Attribution]) -> Attribution:
+    """The model the report leads with: the most evidence-based one that was run."""
+    by_name = {r.model: r for r in results}
+    for name in HEADLINE_ORDER:
+        if name in by_name:
+            return by_name[name]
+    return results[0]
+
+
+def share_matrix(
+    results: Sequence[Attribution], level: str = "channel", column: str = "share"
+) -> pd.DataFrame:
+    """Shares side by side: one row per channel (or content item), one column per model."""
+    key = "channel" if level == "channel" else "content_id"
+    frames = {
+        r.model: (r.channels if level == "channel" else r.content).set_index(key)[column]
+        for r in results
+        if not (r.channels if level == "channel" else r.content).empty
+    }
+    matrix = pd.DataFrame(frames).fillna(0.0)
+    matrix.index = matrix.index.astype(str)
+    return matrix.loc[matrix.mean(axis=1).sort_values(ascending=False).index]
+
+
+def top_paths(journeys: Journeys, n: int = 10, sep: str = " > ") -> pd.DataFrame:
+    """The ``n`` paths with most conversions: ``path``, ``conversions``, ``journeys``, ``rate``."""
+    frame = pd.DataFrame(
+        {
+            "path": journeys.paths(sep).to_numpy(dtype=object),
+            "conversions": journeys.conversions,
+            "journeys": journeys.conversions + journeys.nulls,
+            "value": journeys.value,
+        }
+    )
+    grouped = frame.groupby("path", sort=False).sum()
+    grouped["rate"] = grouped["conversions"] / grouped["journeys"].where(grouped["journeys"] > 0)
+    grouped = grouped[grouped["conversions"] > 0]
+    top = grouped.sort_values(["conversions", "rate"], ascending=False).head(n)
+    return top.reset_index()
+
+
+def path_lengths(journeys: Journeys, cap: int = 10) -> pd.DataFrame:
+    """Journeys by number of touches (``cap`` and more pooled): converting and not."""
+    length = np.minimum(journeys.lengths, cap)
+    frame = pd.DataFrame(
+        {"touches": length, "converting": journeys.conversions, "not_converting": journeys.nulls}
+    )
+    table = frame.groupby("touches").sum().reindex(range(1, cap + 1), fill_value=0.0)
+    table["conversion_rate"] = table["converting"] / (
+        table["converting"] + table["not_converting"]
+    ).where(lambda s: s > 0)
+    return table.reset_index()
+
+
+def time_to_conversion(journeys: Journeys) -> pd.Series:
+    """Days from a converting journey's first touch to its conversion (empty without times)."""
+    if journeys.touched_at is None or journeys.converted_at is None:
+        return pd.Series(dtype="float64", name="days")
+    converted = ~np.isnat(journeys.converted_at) & (journeys.lengths > 0)
+    first = journeys.touched_at[journeys.first_touch[converted]]
+    days = (journeys.converted_at[converted] - first).astype(np.int64) / DAY_NS
+    return pd.Series(days, name="days")
+
+
+def monthly_trend(journeys: Journeys) -> pd.DataFrame:
+    """Per conversion month: conversions, revenue, and linear-touch conversions per channel.
+
+    Returns:
+        One row per month (``month`` as a timestamp), columns ``conversions``, ``value`` and one
+        column per channel; empty when the journeys have no conversion times.
+    """
+    if journeys.converted_at is None:
+        return pd.DataFrame()
+    converted = ~np.isnat(journeys.converted_at)
+    if not converted.any():
+        return pd.DataFrame()
+    month = pd.to_datetime(journeys.converted_at).to_period("M").to_timestamp()
+    per_journey = pd.DataFrame(
+        {"month": month, "conversions": journeys.conversions, "value": journeys.value}
+    )[converted]
+    totals = per_journey.groupby("month")[["conversions", "value"]].sum()
+    touch = journeys.touch_journey
+    on = converted[touch]
+    credit = (journeys.conversions[touch] / journeys.lengths[touch])[on]
+    channel = np.asarray(journeys.channels, dtype=object)[journeys.channel[on]]
+    mix = pd.DataFrame(
+        {"month": month[touch[on]], "channel": channel, "credit": credit}
+    ).pivot_table(index="month", columns="channel", values="credit", aggfunc="sum", fill_value=0.0)
+    return totals.join(mix).fillna(0.0).reset_index()
+
+
+def content_costs(interactions: pd.DataFrame, campaigns: pd.DataFrame) -> pd.DataFrame:
+    """Campaign cost allocated to content items.
+
+    Each campaign's cost is split over the content its touches carried, in proportion to the
+    number of touches per item; a campaign's touches without content take their share as
+    :data:`NO_CONTENT`, and a campaign without any touch is reported under ``"(no touches)"``.
+
+    Returns:
+        ``content_id`` and ``cost``.
+    """
+    touches = interactions.loc[interactions["campaign_id"].notna(), ["campaign_id", "content_id"]]
+    touches = touches.assign(content_id=touches["content_id"].astype("string").fillna(NO_CONTENT))
+    counts = touches.groupby(["campaign_id", "content_id"]).size().rename("touches").reset_index()
+    counts["share"] = counts["touches"] / counts.groupby("campaign_id")["touches"].transform("sum")
+    cost = campaigns.set_index(campaigns["campaign_id"].astype("string"))["cost"]
+    campaign_cost = cost.reindex(counts["campaign_id"].astype("string")).to_numpy()
+    counts["cost"] = counts["share"] * campaign_cost
+    allocated = counts.groupby("content_id")["cost"].sum()
+    idle = cost[~cost.index.isin(counts["campaign_id"].astype("string"))].sum()
+    if idle > 0:
+        allocated.loc["(no touches)"] = idle
+    out = allocated.rename_axis("content_id").reset_index()
+    out["content_id"] = out["content_id"].astype("string")
+    return out
+
+
+def content_roi(result: Attribution, costs: pd.DataFrame) -> pd.DataFrame:
+    """Credited revenue ÷ allocated campaign cost per content item, best first.
+
+    Items without cost (organic content) have no ROI and are left out.
+    """
+    credit = result.content.set_index(result.content["content_id"].astype(str))
+    cost = costs.set_index(costs["content_id"].astype(str))["cost"]
+    frame = pd.DataFrame({"value": credit["value"], "conversions": credit["conversions"]})
+    frame["cost"] = cost.reindex(frame.index)
+    frame = frame[(frame["cost"] > 0) & (frame.index != NO_CONTENT)]
+    frame["roi"] = frame["value"] / frame["cost"]
+    return frame.sort_values("roi", ascending=False).rename_axis("content_id").reset_index()
+
+
+# ----------------------------------------------------------------------------- charts
+def _svg(fig: Figure, key: str) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    # Several inline SVGs share one DOM: make their ids unique per chart.
+    text = re.sub(r'id="([^"]+)"', rf'id="{key}-\1"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{key}-\1)", text)
+    return re.sub(r'href="#([^"]+)"', rf'href="#{key}-\1"', text)
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_subplot()
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=9)
+    return fig, ax
+
+
+def _shorten(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _heatmap(matrix: pd.DataFrame, title: str, key: str, fmt: str = "{:.0%}") -> str:
+    rows, cols = matrix.shape
+    fig, ax = _figure(max(5.5, 0.9 * cols + 2.5), max(2.5, 0.34 * rows + 1.4))
+    values = matrix.to_numpy(dtype=float)
+    image = ax.imshow(
+        values, aspect="auto", cmap="Blues", vmin=0, vmax=max(float(np.nanmax(values)), 1e-9)
+    )
+    ax.set_xticks(
+        range(cols), [c.replace("_", " ") for c in matrix.columns], rotation=30, ha="right"
+    )
+    ax.set_yticks(range(rows), [_shorten(str(i), 32) for i in matrix.index])
+    top = np.nanmax(values) if values.size else 0
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(
+            j,
+            i,
+            fmt.format(v),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if v > 0.6 * top else "#1f2933",
+        )
+    ax.set_title(title, fontsize=11, loc="left")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    return _svg(fig, key)
+
+
+def _barh(
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    key: str,
+    xlabel: str,
+    annotations: Sequence[str] | None = None,
+    color: str = PALETTE[0],
+) -> str:
+    fig, ax = _figure(6.4, max(2.2, 0.34 * len(labels) + 1.0))
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, values, color=color)
+    ax.set_yticks(y, [_shorten(str(label)) for label in labels])
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_title(title, fontsize=11, loc="left")
+    if annotations is not None:
+        for yi, v, text in zip(y, values, annotations, strict=True):
+            ax.text(v, yi, f" {text}", va="center", fontsize=8, color="#3e4c59")
+        ax.set_xlim(0, max(values) * 1.25 if len(values) and max(values) > 0 else 1)
+    return _svg(fig, key)
+
+
+def _compact(x: float) -> str:
+    for bound, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= bound:
+            return f"{x / bound:.1f}{suffix}"
+    return f"{x:,.0f}" if abs(x) >= 10 else f"{x:,.1f}"
+
+
+def _table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column in frame.columns:
+            value = row[column]
+            text = (
+                formats[column].format(value)
+                if column in formats and pd.notna(value)
+                else ("–" if pd.isna(value) else str(value))
+            )
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# ----------------------------------------------------------------------------- page
+def _chart(key: str, svg: str, caption: str) -> dict[str, str]:
+    return {"id": key, "svg": svg, "caption": caption}
+
+
+def _channel_section(results: Sequence[Attribution], truth: dict | None) -> dict:
+    shares = share_matrix(results, "channel")
+    if truth is not None:
+        true = truth["channel"].set_index(truth["channel"]["channel"].astype(str))["share"]
+        shares["truth (simulated)"] = true.reindex(shares.index).fillna(0.0)
+    headline = headline_model(results)
+    frame = headline.channels.sort_values("conversions", ascending=False)
+    bar = _barh(
+        frame["channel"].astype(str).tolist(),
+        frame["conversions"].tolist(),
+        f"Credited conversions by channel — {headline.model.replace('_', ' ')}",
+        "channel-headline",
+        "conversions",
+        [
+            f"{s:.0%} · revenue {_compact(v)}"
+            for s, v in zip(frame["share"], frame["value"], strict=True)
+        ],
+    )
+    order = shares.mean(axis=1).sort_values(ascending=False).index
+    heat = _heatmap(
+        shares.loc[order], "Share of conversions by channel, each model", "channel-models"
+    )
+    note = ""
+    if truth is not None:
+        tvd = tvd_table(results, truth)
+        note = (
+            "Distance from the simulated truth (total variation, 0 = exact): "
+            + ", ".join(
+                f"{m.replace('_', ' ')} {t:.3f}"
+                for m, t in zip(tvd["model"], tvd["tvd"], strict=True)
+            )
+            + "."
+        )
+    return {
+        "id": "channels",
+        "title": "Credit by channel",
+        "lead": "Which channels bring conversions. Models disagree where journeys mix channels; "
+        "read the heat map across a row to see how much a channel's credit depends on "
+        "the model.",
+        "charts": [
+            _chart("channel-headline", bar, f"Headline model: {headline.model}."),
+            _chart("channel-models", heat, "Each column sums to 100 %."),
+        ],
+        "note": note,
+    }
+
+
+def _named(ids: Sequence[str], names: Mapping[str, str] | None) -> list[str]:
+    return [str(i) if names is None or i not in names else f"{names[i]} ({i})" for i in ids]
+
+
+def _content_section(
+    results: Sequence[Attribution], top: int, names: Mapping[str, str] | None
+) -> dict:
+    with_content = [r for r in results if not r.content.empty]
+    if not with_content:
+        return {
+            "id": "content",
+            "title": "Credit by content",
+            "lead": "",
+            "charts": [],
+            "empty": "These journeys carry no content (aggregated paths).",
+        }
+    shares = share_matrix(with_content, "content")
+    items = shares.drop(index=NO_CONTENT, errors="ignore")
+    order = items.mean(axis=1).sort_values(ascending=False).index[:top]
+    heat = _heatmap(
+        items.loc[order].set_axis(_named(list(order), names)),
+        f"Share of conversions, top {len(order)} content items",
+        "content-models",
+        fmt="{:.1%}",
+    )
+    headline = headline_model(with_content)
+    frame = headline.content[headline.content["content_id"] != NO_CONTENT]
+    frame = frame.sort_values("value", ascending=False).head(top)
+    bar = _barh(
+        _named(frame["content_id"].astype(str).tolist(), names),
+        frame["value"].tolist(),
+        f"Credited revenue by content — {headline.model.replace('_', ' ')}",
+        "content-revenue",
+        "revenue",
+        [f"{c:.1f} conv." for c in frame["conversions"]],
+        color=PALETTE[2],
+    )
+    none_share = shares.loc[NO_CONTENT].mean() if NO_CONTENT in shares.index else 0.0
+    return {
+        "id": "content",
+        "title": "Credit by content",
+        "lead": "Which content items move leads to convert, under each model.",
+        "charts": [
+            _chart("content-models", heat, "Shares of all conversions."),
+            _chart("content-revenue", bar, f"Headline model: {headline.model}."),
+        ],
+        "note": f"Touches without content hold {none_share:.0%} of the credit on average "
+        "(not shown).",
+    }
+
+
+def _paths_section(journeys: Journeys, top: int) -> dict:
+    paths = top_paths(journeys, top)
+    if paths.empty:
+        return {
+            "id": "paths",
+            "title": "Top converting paths",
+            "lead": "",
+            "charts": [],
+            "empty": "No converting path.",
+        }
+    bar = _barh(
+        paths["path"].tolist(),
+        paths["conversions"].tolist(),
+        "Conversions by path",
+        "paths",
+        "conversions",
+        [f"{r:.1%} convert" for r in paths["rate"]],
+        color=PALETTE[1],
+    )
+    table = _table(
+        paths[["path", "conversions", "journeys", "rate", "value"]],
+        {"conversions": "{:,.0f}", "journeys": "{:,.0f}", "rate": "{:.1%}", "value": "{:,.0f}"},
+    )
+    return {
+        "id": "paths",
+        "title": "Top converting paths",
+        "lead": "The channel sequences behind most conversions, with how often each converts.",
+        "charts": [_chart("paths", bar, "Channels in touch order.")],
+        "table": table,
+    }
+
+
+def _timing_section(journeys: Journeys) -> dict:
+    charts = []
+    days = time_to_conversion(journeys)
+    if not days.empty:
+        fig, ax = _figure(6.0, 3.2)
+        ax.hist(days, bins=min(40, max(5, int(days.max()) + 1)), color=PALETTE[0])
+        ax.axvline(days.median(), color=PALETTE[3], linestyle="--")
+        ax.text(
+            days.median(),
+            ax.get_ylim()[1] * 0.92,
+            f" median {days.median():.0f} days",
+            fontsize=8,
+            color=PALETTE[3],
+        )
+        ax.set_xlabel("days from first touch to conversion", fontsize=9)
+        ax.set_ylabel("conversions", fontsize=9)
+        ax.set_title("Time to conversion", fontsize=11, loc="left")
+        charts.append(
+            _chart(
+                "time-to-conversion", _svg(fig, "time-to-conversion"), "Within the lookback window."
+            )
+        )
+    lengths = path_lengths(journeys)
+    fig, ax = _figure(6.0, 3.2)
+    x = lengths["touches"].to_numpy()
+    ax.bar(x, lengths["conversion_rate"].fillna(0.0), color=PALETTE[2])
+    ax.set_xticks(x, [str(v) if v < x.max() else f"{v}+" for v in x])
+    ax.set_xlabel("touches in the journey", fontsize=9)
+    ax.set_ylabel("conversion rate", fontsize=9)
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_title("Path length and conversion rate", fontsize=11, loc="left")
+    for xi, conv in zip(x, lengths["converting"], strict=True):
+        ax.text(xi, 0, f"{conv:,.0f}", ha="center", va="bottom", fontsize=7, color="white")
+    charts.append(
+        _chart(
+            "path-length", _svg(fig, "path-length"), "Bars: conversion rate; numbers: conversions."
+        )
+    )
+    return {
+        "id": "timing",
+        "title": "Time to conversion and path length",
+        "lead": "How long and how many touches it takes.",
+        "charts": charts,
+    }
+
+
+def _roi_section(
+    results: Sequence[Attribution],
+    costs: pd.DataFrame | None,
+    top: int,
+    names: Mapping[str, str] | None,
+) -> dict:
+    base = {
+        "id": "roi",
+        "title": "Content ROI",
+        "lead": "Credited revenue for each euro or dollar of campaign cost behind the "
+        "content (campaign costs split over the content their touches carried).",
+        "charts": [],
+    }
+    with_content = [r for r in results if not r.content.empty]
+    if costs is None or not with_content:
+        return {**base, "empty": "No campaign costs or no content in these journeys."}
+    headline = headline_model(with_content)
+    roi = content_roi(headline, costs)
+    if roi.empty:
+        return {**base, "empty": "No content item carries campaign cost."}
+    shown = roi.head(top)
+    bar = _barh(
+        _named(shown["content_id"].astype(str).tolist(), names),
+        shown["roi"].tolist(),
+        f"Revenue per unit of cost — {headline.model.replace('_', ' ')}",
+        "roi",
+        "credited revenue ÷ cost",
+        [
+            f"{r:.1f}× · cost {_compact(c)}"
+            for r, c in zip(shown["roi"], shown["cost"], strict=True)
+        ],
+        color=PALETTE[4],
+    )
+    table = _table(
+        shown[["content_id", "conversions", "value", "cost", "roi"]],
+        {"conversions": "{:,.1f}", "value": "{:,.0f}", "cost": "{:,.0f}", "roi": "{:.2f}"},
+    )
+    return {**base, "charts": [_chart("roi", bar, "Best first.")], "table": table}
+
+
+def _trend_section(journeys: Journeys) -> dict:
+    trend = monthly_trend(journeys)
+    base = {
+        "id": "trend",
+        "title": "Monthly trend",
+        "lead": "Conversions and revenue by month of conversion, and the channel mix behind "
+        "them (linear touch).",
+        "charts": [],
+    }
+    if trend.empty:
+        return {**base, "empty": "Aggregated paths carry no dates."}
+    months = trend["month"]
+    fig, ax = _figure(6.0, 3.2)
+    ax.plot(months, trend["conversions"], marker="o", color=PALETTE[0], label="conversions")
+    ax.set_ylabel("conversions", fontsize=9)
+    right = ax.twinx()
+    right.plot(months, trend["value"], marker="s", color=PALETTE[1], label="revenue")
+    right.set_ylabel("revenue", fontsize=9)
+    right.spines[["top"]].set_visible(False)
+    right.tick_params(labelsize=9)
+    right.yaxis.set_major_formatter(lambda v, _: _compact(v))
+    ax.set_title("Conversions and revenue", fontsize=11, loc="left")
+    fig.legend(loc="upper left", fontsize=8, frameon=False, bbox_to_anchor=(0.08, 0.88))
+    fig.autofmt_xdate()
+    line = _svg(fig, "trend-totals")
+    channels = [c for c in trend.columns if c not in ("month", "conversions", "value")]
+    channels = sorted(channels, key=lambda c: -trend[c].sum())
+    fig, ax = _figure(6.0, 3.2)
+    ax.stackplot(
+        months,
+        [trend[c] for c in channels],
+        labels=channels,
+        colors=[PALETTE[i % len(PALETTE)] for i in range(len(channels))],
+    )
+    ax.set_ylabel("credited conversions", fontsize=9)
+    ax.set_title("Channel mix by month", fontsize=11, loc="left")
+    ax.legend(fontsize=7, ncols=2, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.autofmt_xdate()
+    stack = _svg(fig, "trend-channels")
+    return {
+        **base,
+        "charts": [
+            _chart("trend-totals", line, "By month of conversion."),
+            _chart("trend-channels", stack, "Linear-touch credit."),
+        ],
+    }
+
+
+def build_report(
+    journeys: Journeys,
+    results: Sequence[Attribution],
+    costs: pd.DataFrame | None = None,
+    truth: dict[str, pd.DataFrame] | None = None,
+    title: str = "Attribution report",
+    top: int = 15,
+    content_names: Mapping[str, str] | None = None,
+) -> str:
+    """Render the report page.
+
+    Args:
+        journeys: the journeys the models credited.
+        results: model results, shown side by side in the order given.
+        costs: campaign cost per content item (:func:`content_costs`), for content ROI.
+        truth: simulator truth (:func:`training.attribution.evaluate.read_truth`), shown beside
+            the models when given.
+        title: page title.
+        top: how many paths and content items to show.
+        content_names: content id → title, to label content charts.
+
+    Returns:
+        The HTML page, self-contained.
+    """
+    if not results:
+        raise ValueError("the report needs at least one model result")
+    dropped = dict(journeys.dropped)
+    kpis = [
+        {"label": "journeys", "value": f"{journeys.total_journeys:,.0f}"},
+        {"label": "conversions", "value": f"{journeys.total_conversions:,.0f}"},
+        {
+            "label": "conversion rate",
+            "value": f"{journeys.total_conversions / max(journeys.total_journeys, 1):.1%}",
+        },
+        {"label": "revenue credited", "value": _compact(journeys.total_value)},
+        {"label": "channels", "value": str(int((np.bincount(journeys.channel) > 0).sum()))},
+        {"label": "models", "value": str(len(results))},
+    ]
+    if dropped.get("conversions_without_touch"):
+        kpis.append(
+            {
+                "label": "conversions with no touch (not credited)",
+                "value": f"{dropped['conversions_without_touch']:,.0f}",
+            }
+        )
+    sections = [
+        _channel_section(results, truth),
+        _content_section(results, top, content_names),
+        _paths_section(journeys, min(top, 10)),
+        _timing_section(journeys),
+        _roi_section(results, costs, top, content_names),
+        _trend_section(journeys),
+    ]
+    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+        resources.files("training.attribution")
+        .joinpath("templates/report.html")
+        .read_text(encoding="utf-8")
+    )
+    for section in sections:
+        section.setdefault("table", "")
+        section.setdefault("note", "")
+        section.setdefault("empty", "")
+    models = ", ".join(r.model.replace("_", " ") for r in results)
+    return template.render(
+        title=title,
+        subtitle=f"Source: {journeys.source or 'journeys'} · models: {models}",
+        kpis=kpis,
+        sections=sections,
+        footnote="Credit sums to the conversions (and revenue) of journeys with at least one "
+        "touch; shares are within each model. Generated by crm-intel.",
+    )
+
+
+def write_report(page: str, out: Path | str) -> Path:
+    """Write the page atomically; returns the path."""
+    out = Path(out)
+    with atomic_file(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out
