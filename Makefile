@@ -22,11 +22,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install crm-intel with its dev extra
 
-demo: $(STAMP) ## Main job on embedded defaults: demo CRM → import check (later stages append here)
+demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both models → attribution report
 	$(BIN)/crm-intel simulate --data-dir $(DATA_DIR) --seed 7
+	$(BIN)/crm-intel features build --data-dir $(DATA_DIR)
+	$(BIN)/crm-intel features apply --data-dir $(DATA_DIR)
+	$(BIN)/crm-intel features materialize --data-dir $(DATA_DIR)
+	$(BIN)/crm-intel train lead --data-dir $(DATA_DIR)
+	$(BIN)/crm-intel train churn --data-dir $(DATA_DIR)
+	$(BIN)/crm-intel attribution run --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/credit.parquet
+	$(BIN)/crm-intel attribution report --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/report.html
 	@if [ -d "$(MAVEN_DIR)" ]; then \
 		$(BIN)/crm-intel import --maven $(MAVEN_DIR) --data-dir $(DATA_DIR)/maven; \
 	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
+	@echo "Attribution report for marketers: $(DATA_DIR)/attribution/report.html"
+	@echo "Models and runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, model)
 	$(BIN)/pytest $(PYTEST_ARGS)
