@@ -111,9 +111,13 @@ def build_snapshots(path: Path, rows: int) -> dict:
     store.apply(settings)
     frame = training_set(settings, "lead_conversion").tail(rows).reset_index(drop=True)
     frame.to_parquet(path)
-    return {"rows": len(frame), "positives": int(frame["label"].sum()),
-            "simulated_leads": config.leads, "months": config.months,
-            "prepare_seconds": time.perf_counter() - started}
+    return {
+        "rows": len(frame),
+        "positives": int(frame["label"].sum()),
+        "simulated_leads": config.leads,
+        "months": config.months,
+        "prepare_seconds": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -131,10 +135,17 @@ def main() -> None:
         for name, step in STEPS.items():
             code = prepare + step.replace("{rounds}", str(args.rounds))
             results[name] = measure("import time\n" + code)
-    write("train", {"data": data, "threads": args.threads, "rounds": args.rounds,
-                    "settings": "num_leaves=4, min_child_samples=1000, learning_rate=0.05, "
-                                "reg_lambda=10, max_bin=255",
-                    "results": results})
+    write(
+        "train",
+        {
+            "data": data,
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "settings": "num_leaves=4, min_child_samples=1000, learning_rate=0.05, "
+            "reg_lambda=10, max_bin=255",
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -31,24 +31,41 @@ def _as_number(X: pd.DataFrame) -> pd.DataFrame:
     return X.apply(pd.to_numeric, errors="coerce").astype("float64")
 
 
-def logistic_baseline(numeric: list[str], categorical: list[str],
-                      random_state: int = 0) -> Pipeline:
+def logistic_baseline(
+    numeric: list[str], categorical: list[str], random_state: int = 0
+) -> Pipeline:
     """Logistic regression on standardised numbers (median-imputed, with missing flags) and
     one-hot categories."""
     parts = []
     if numeric:
-        parts.append(("numeric", make_pipeline(
-            FunctionTransformer(_as_number, feature_names_out="one-to-one"),
-            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-            StandardScaler()), numeric))
+        parts.append(
+            (
+                "numeric",
+                make_pipeline(
+                    FunctionTransformer(_as_number, feature_names_out="one-to-one"),
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    StandardScaler(),
+                ),
+                numeric,
+            )
+        )
     if categorical:
-        parts.append(("categorical", make_pipeline(
-            FunctionTransformer(_as_text, feature_names_out="one-to-one"),
-            OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20)), categorical))
-    return Pipeline([
-        ("columns", ColumnTransformer(parts)),
-        ("model", LogisticRegression(C=1.0, max_iter=5000, random_state=random_state)),
-    ])
+        parts.append(
+            (
+                "categorical",
+                make_pipeline(
+                    FunctionTransformer(_as_text, feature_names_out="one-to-one"),
+                    OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20),
+                ),
+                categorical,
+            )
+        )
+    return Pipeline(
+        [
+            ("columns", ColumnTransformer(parts)),
+            ("model", LogisticRegression(C=1.0, max_iter=5000, random_state=random_state)),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -72,50 +89,120 @@ def _in(frame: pd.DataFrame, col: str, values: tuple[str, ...]) -> pd.Series:
 # A lead score in the shape marketing-automation tools ship: behaviour points (capped by
 # counting at most a few touches), recency decay, and fit points for title and company size.
 LEAD_RULES: tuple[Rule, ...] = (
-    Rule("demo request (90 d)", ("touches_demo_request_90d",), 30,
-         lambda f: _num(f, "touches_demo_request_90d") >= 1),
-    Rule("pricing page (30 d)", ("touches_pricing_page_view_30d",), 15,
-         lambda f: _num(f, "touches_pricing_page_view_30d") >= 1),
-    Rule("meeting (90 d)", ("touches_meeting_90d",), 20,
-         lambda f: _num(f, "touches_meeting_90d") >= 1),
-    Rule("form submit (90 d)", ("touches_form_submit_90d",), 10,
-         lambda f: _num(f, "touches_form_submit_90d") >= 1),
-    Rule("webinar or event (90 d)", ("touches_webinar_attend_90d", "touches_event_attend_90d"),
-         10, lambda f: (_num(f, "touches_webinar_attend_90d")
-                        + _num(f, "touches_event_attend_90d")) >= 1),
-    Rule("email click (30 d)", ("touches_email_click_30d",), 5,
-         lambda f: _num(f, "touches_email_click_30d") >= 1),
-    Rule("content download (90 d)", ("touches_content_download_90d",), 5,
-         lambda f: _num(f, "touches_content_download_90d") >= 1),
-    Rule("active last 7 d", ("days_since_last_touch",), 10,
-         lambda f: _num(f, "days_since_last_touch") <= 7),
-    Rule("quiet over 30 d", ("days_since_last_touch",), -10,
-         lambda f: _num(f, "days_since_last_touch") > 30),
-    Rule("director or above", ("seniority",), 10,
-         lambda f: _in(f, "seniority", ("director", "vp", "c_level"))),
-    Rule("mid-size company", ("account_employee_band",), 10,
-         lambda f: _in(f, "account_employee_band", ("51-200", "201-1000"))),
-    Rule("referral or event source", ("source",), 10,
-         lambda f: _in(f, "source", ("referral", "event"))),
+    Rule(
+        "demo request (90 d)",
+        ("touches_demo_request_90d",),
+        30,
+        lambda f: _num(f, "touches_demo_request_90d") >= 1,
+    ),
+    Rule(
+        "pricing page (30 d)",
+        ("touches_pricing_page_view_30d",),
+        15,
+        lambda f: _num(f, "touches_pricing_page_view_30d") >= 1,
+    ),
+    Rule(
+        "meeting (90 d)",
+        ("touches_meeting_90d",),
+        20,
+        lambda f: _num(f, "touches_meeting_90d") >= 1,
+    ),
+    Rule(
+        "form submit (90 d)",
+        ("touches_form_submit_90d",),
+        10,
+        lambda f: _num(f, "touches_form_submit_90d") >= 1,
+    ),
+    Rule(
+        "webinar or event (90 d)",
+        ("touches_webinar_attend_90d", "touches_event_attend_90d"),
+        10,
+        lambda f: (
+            (_num(f, "touches_webinar_attend_90d") + _num(f, "touches_event_attend_90d")) >= 1
+        ),
+    ),
+    Rule(
+        "email click (30 d)",
+        ("touches_email_click_30d",),
+        5,
+        lambda f: _num(f, "touches_email_click_30d") >= 1,
+    ),
+    Rule(
+        "content download (90 d)",
+        ("touches_content_download_90d",),
+        5,
+        lambda f: _num(f, "touches_content_download_90d") >= 1,
+    ),
+    Rule(
+        "active last 7 d",
+        ("days_since_last_touch",),
+        10,
+        lambda f: _num(f, "days_since_last_touch") <= 7,
+    ),
+    Rule(
+        "quiet over 30 d",
+        ("days_since_last_touch",),
+        -10,
+        lambda f: _num(f, "days_since_last_touch") > 30,
+    ),
+    Rule(
+        "director or above",
+        ("seniority",),
+        10,
+        lambda f: _in(f, "seniority", ("director", "vp", "c_level")),
+    ),
+    Rule(
+        "mid-size company",
+        ("account_employee_band",),
+        10,
+        lambda f: _in(f, "account_employee_band", ("51-200", "201-1000")),
+    ),
+    Rule(
+        "referral or event source",
+        ("source",),
+        10,
+        lambda f: _in(f, "source", ("referral", "event")),
+    ),
     Rule("bought list", ("source",), -10, lambda f: _in(f, "source", ("list_import",))),
 )
 
 # A churn-risk health score: risk points for falling usage, support trouble and a near renewal.
 CHURN_RULES: tuple[Rule, ...] = (
-    Rule("active users falling", ("active_users_trend",), 15,
-         lambda f: _num(f, "active_users_trend") < 0),
-    Rule("low adoption", ("active_user_ratio_28d",), 20,
-         lambda f: _num(f, "active_user_ratio_28d") < 0.3),
+    Rule(
+        "active users falling",
+        ("active_users_trend",),
+        15,
+        lambda f: _num(f, "active_users_trend") < 0,
+    ),
+    Rule(
+        "low adoption",
+        ("active_user_ratio_28d",),
+        20,
+        lambda f: _num(f, "active_user_ratio_28d") < 0.3,
+    ),
     Rule("logins falling", ("logins_trend",), 10, lambda f: _num(f, "logins_trend") < 0),
-    Rule("key feature use falling", ("key_feature_events_trend",), 10,
-         lambda f: _num(f, "key_feature_events_trend") < 0),
+    Rule(
+        "key feature use falling",
+        ("key_feature_events_trend",),
+        10,
+        lambda f: _num(f, "key_feature_events_trend") < 0,
+    ),
     Rule("3+ tickets (90 d)", ("tickets_90d",), 10, lambda f: _num(f, "tickets_90d") >= 3),
-    Rule("high-priority ticket (90 d)", ("high_priority_tickets_90d",), 15,
-         lambda f: _num(f, "high_priority_tickets_90d") >= 1),
-    Rule("unhappy (CSAT < 3)", ("mean_satisfaction_90d",), 15,
-         lambda f: _num(f, "mean_satisfaction_90d") < 3),
-    Rule("renewal within 90 d", ("days_to_renewal",), 20,
-         lambda f: _num(f, "days_to_renewal") <= 90),
+    Rule(
+        "high-priority ticket (90 d)",
+        ("high_priority_tickets_90d",),
+        15,
+        lambda f: _num(f, "high_priority_tickets_90d") >= 1,
+    ),
+    Rule(
+        "unhappy (CSAT < 3)",
+        ("mean_satisfaction_90d",),
+        15,
+        lambda f: _num(f, "mean_satisfaction_90d") < 3,
+    ),
+    Rule(
+        "renewal within 90 d", ("days_to_renewal",), 20, lambda f: _num(f, "days_to_renewal") <= 90
+    ),
     Rule("first year", ("tenure_days",), 10, lambda f: _num(f, "tenure_days") < 365),
     Rule("starter plan", ("plan",), 5, lambda f: _in(f, "plan", ("starter",))),
 )
@@ -153,7 +240,8 @@ class RulePointsScore(ClassifierMixin, BaseEstimator):
             raise ValueError("no scoring rule applies to these columns")
         self.classes_ = np.array([0, 1])
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
-            points(X, self.rules_), np.asarray(y, dtype=int))
+            points(X, self.rules_), np.asarray(y, dtype=int)
+        )
         return self
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:

@@ -75,12 +75,16 @@ def check_counts(counts: list[SplitCounts], minimums: Minimums) -> DataCheck:
     problems = []
     for c in counts:
         if c.name.startswith("train"):
-            need = [("rows", c.rows, minimums.train_rows),
-                    ("positives", c.positives, minimums.train_positives),
-                    ("negatives", c.negatives, minimums.train_negatives)]
+            need = [
+                ("rows", c.rows, minimums.train_rows),
+                ("positives", c.positives, minimums.train_positives),
+                ("negatives", c.negatives, minimums.train_negatives),
+            ]
         else:
-            need = [("positives", c.positives, minimums.eval_positives),
-                    ("negatives", c.negatives, minimums.eval_negatives)]
+            need = [
+                ("positives", c.positives, minimums.eval_positives),
+                ("negatives", c.negatives, minimums.eval_negatives),
+            ]
         for what, have, least in need:
             if have < least:
                 problems.append(f"{c.name} has {have} {what}, needs at least {least}")
@@ -98,8 +102,13 @@ class TimeSplit:
     test_start: pd.Timestamp
 
 
-def time_split(frame: pd.DataFrame, timestamp: str = TIMESTAMP, validation_fraction: float = 0.2,
-               test_fraction: float = 0.2, gap_days: int = 0) -> TimeSplit:
+def time_split(
+    frame: pd.DataFrame,
+    timestamp: str = TIMESTAMP,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    gap_days: int = 0,
+) -> TimeSplit:
     """Split by snapshot date: the earliest snapshots train, later ones validate, the last test.
 
     Fractions are of the distinct snapshot dates. ``gap_days`` drops training snapshots that fall
@@ -109,8 +118,9 @@ def time_split(frame: pd.DataFrame, timestamp: str = TIMESTAMP, validation_fract
     ts = pd.to_datetime(frame[timestamp], utc=True)
     dates = np.sort(ts.unique())
     if len(dates) < 3:
-        raise NotEnoughData(f"need at least 3 distinct snapshot dates for a time split, "
-                            f"got {len(dates)}")
+        raise NotEnoughData(
+            f"need at least 3 distinct snapshot dates for a time split, got {len(dates)}"
+        )
     n_test = max(1, int(round(test_fraction * len(dates))))
     n_val = max(1, int(round(validation_fraction * len(dates))))
     if n_test + n_val >= len(dates):

@@ -59,13 +59,23 @@ class Calibrator:
         raise ValueError(f"unknown calibration method {self.method!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a,
-                "b": self.b}
+        return {
+            "method": self.method,
+            "x": list(self.x),
+            "y": list(self.y),
+            "a": self.a,
+            "b": self.b,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        return cls(method=data["method"], x=tuple(data.get("x", ())), y=tuple(data.get("y", ())),
-                   a=float(data.get("a", 1.0)), b=float(data.get("b", 0.0)))
+        return cls(
+            method=data["method"],
+            x=tuple(data.get("x", ())),
+            y=tuple(data.get("y", ())),
+            a=float(data.get("a", 1.0)),
+            b=float(data.get("b", 0.0)),
+        )
 
 
 def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
@@ -74,8 +84,11 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
     y = np.asarray(y, dtype=int)
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
-        return Calibrator("isotonic", x=tuple(map(float, iso.X_thresholds_)),
-                          y=tuple(map(float, iso.y_thresholds_)))
+        return Calibrator(
+            "isotonic",
+            x=tuple(map(float, iso.X_thresholds_)),
+            y=tuple(map(float, iso.y_thresholds_)),
+        )
     if method == "sigmoid":
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y)
         return Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
@@ -84,8 +97,9 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
     raise ValueError(f"calibration must be isotonic, sigmoid, none or auto, got {method!r}")
 
 
-def choose_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto",
-                      random_state: int = 0) -> tuple[Calibrator, dict[str, float]]:
+def choose_calibrator(
+    raw: np.ndarray, y: np.ndarray, method: str = "auto", random_state: int = 0
+) -> tuple[Calibrator, dict[str, float]]:
     """Calibrator for validation scores ``raw``; with ``auto``, the lower cross-fitted log loss.
 
     Returns:
@@ -111,14 +125,19 @@ def categorical_levels(X: pd.DataFrame) -> dict[str, list[str]]:
     levels: dict[str, list[str]] = {}
     for col in X.columns:
         s = X[col]
-        if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object \
-                or pd.api.types.is_string_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        if (
+            isinstance(s.dtype, pd.CategoricalDtype)
+            or s.dtype == object
+            or pd.api.types.is_string_dtype(s.dtype)
+            or pd.api.types.is_bool_dtype(s.dtype)
+        ):
             levels[col] = sorted({*map(str, s.dropna().astype(str).unique()), MISSING})
     return levels
 
 
-def encode_frame(X: pd.DataFrame, features: list[str],
-                 levels: dict[str, list[str]]) -> pd.DataFrame:
+def encode_frame(
+    X: pd.DataFrame, features: list[str], levels: dict[str, list[str]]
+) -> pd.DataFrame:
     """The model's input: ``features`` in order, categoricals as fixed-level categories.
 
     Unknown categories and missing columns become missing; the input is not modified.
@@ -163,13 +182,24 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
             OpenMP threads are slower, not faster).
     """
 
-    def __init__(self, n_estimators: int = 2000, learning_rate: float = 0.05,
-                 num_leaves: int = 31, min_child_samples: int = 50, reg_lambda: float = 1.0,
-                 subsample: float = 0.8, colsample_bytree: float = 0.8,
-                 class_weight: str | None = "auto", early_stopping_rounds: int = 100,
-                 calibration: str = "auto", validation_fraction: float = 0.2,
-                 refit_full: bool = False, max_bin: int = 255, random_state: int = 0,
-                 n_jobs: int = 1) -> None:
+    def __init__(
+        self,
+        n_estimators: int = 2000,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        reg_lambda: float = 1.0,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        class_weight: str | None = "auto",
+        early_stopping_rounds: int = 100,
+        calibration: str = "auto",
+        validation_fraction: float = 0.2,
+        refit_full: bool = False,
+        max_bin: int = 255,
+        random_state: int = 0,
+        n_jobs: int = 1,
+    ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -188,13 +218,23 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     def _lgb_params(self, pos_weight: float) -> dict[str, Any]:
         return {
-            "objective": "binary", "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
-            "reg_lambda": self.reg_lambda, "subsample": self.subsample, "subsample_freq": 1,
-            "colsample_bytree": self.colsample_bytree, "scale_pos_weight": pos_weight,
-            "max_bin": self.max_bin, "seed": self.random_state, "num_threads": self.n_jobs,
-            "deterministic": True, "force_col_wise": True, "verbose": -1,
-            "min_data_per_group": 50, "cat_smooth": 10.0,
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "reg_lambda": self.reg_lambda,
+            "subsample": self.subsample,
+            "subsample_freq": 1,
+            "colsample_bytree": self.colsample_bytree,
+            "scale_pos_weight": pos_weight,
+            "max_bin": self.max_bin,
+            "seed": self.random_state,
+            "num_threads": self.n_jobs,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbose": -1,
+            "min_data_per_group": 50,
+            "cat_smooth": 10.0,
         }
 
     def _pos_weight(self, y: np.ndarray) -> float:
@@ -203,52 +243,68 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         if self.class_weight == "balanced":
             return neg / pos
         if self.class_weight == "sqrt_balanced" or (
-                self.class_weight == "auto" and min(pos, neg) < 0.2 * len(y)):
+            self.class_weight == "auto" and min(pos, neg) < 0.2 * len(y)
+        ):
             return float(np.sqrt(neg / pos))
         if self.class_weight in (None, "auto"):
             return 1.0
-        raise ValueError(f"class_weight must be balanced, sqrt_balanced or None, "
-                         f"got {self.class_weight!r}")
+        raise ValueError(
+            f"class_weight must be balanced, sqrt_balanced or None, got {self.class_weight!r}"
+        )
 
-    def fit(self, X: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None,
-            y_val: Any = None) -> CalibratedBoostingClassifier:
+    def fit(
+        self, X: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None, y_val: Any = None
+    ) -> CalibratedBoostingClassifier:
         """Fit on ``X, y``; stop early and calibrate on ``X_val, y_val`` (or an internal split)."""
         y = np.asarray(y, dtype=int)
         if X_val is None:
             X, X_val, y, y_val = train_test_split(
-                X, y, test_size=self.validation_fraction, stratify=y,
-                random_state=self.random_state)
+                X, y, test_size=self.validation_fraction, stratify=y, random_state=self.random_state
+            )
         y_val = np.asarray(y_val, dtype=int)
         self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self.classes_ = np.array([0, 1])
         self.categories_ = categorical_levels(X)
         features = list(self.feature_names_in_)
-        train = lgb.Dataset(encode_frame(X, features, self.categories_), label=y,
-                            categorical_feature=list(self.categories_) or "auto",
-                            free_raw_data=True)
+        train = lgb.Dataset(
+            encode_frame(X, features, self.categories_),
+            label=y,
+            categorical_feature=list(self.categories_) or "auto",
+            free_raw_data=True,
+        )
         self.scale_pos_weight_ = self._pos_weight(y)
         # validation rows weighted like training rows, so early stopping watches the loss
         # being minimised rather than a calibration the weighting shifts on purpose
-        valid = lgb.Dataset(encode_frame(X_val, features, self.categories_), label=y_val,
-                            weight=np.where(y_val == 1, self.scale_pos_weight_, 1.0),
-                            reference=train)
+        valid = lgb.Dataset(
+            encode_frame(X_val, features, self.categories_),
+            label=y_val,
+            weight=np.where(y_val == 1, self.scale_pos_weight_, 1.0),
+            reference=train,
+        )
         self.booster_ = lgb.train(
-            self._lgb_params(self.scale_pos_weight_), train, num_boost_round=self.n_estimators,
-            valid_sets=[valid], valid_names=["validation"],
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            self._lgb_params(self.scale_pos_weight_),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[valid],
+            valid_names=["validation"],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )
         self.best_iteration_ = int(self.booster_.best_iteration or self.n_estimators)
         raw_val = self._raw(X_val)
         self.calibrator_, self.calibration_losses_ = choose_calibrator(
-            raw_val, y_val, self.calibration, self.random_state)
+            raw_val, y_val, self.calibration, self.random_state
+        )
         if self.refit_full:
             rounds = int(np.ceil(self.best_iteration_ * (len(y) + len(y_val)) / len(y)))
             both = lgb.Dataset(
                 encode_frame(pd.concat([X, X_val]), features, self.categories_),
                 label=np.concatenate([y, y_val]),
-                categorical_feature=list(self.categories_) or "auto")
-            self.booster_ = lgb.train(self._lgb_params(self.scale_pos_weight_), both,
-                                      num_boost_round=rounds)
+                categorical_feature=list(self.categories_) or "auto",
+            )
+            self.booster_ = lgb.train(
+                self._lgb_params(self.scale_pos_weight_), both, num_boost_round=rounds
+            )
             self.best_iteration_ = rounds
         return self
 
@@ -256,8 +312,9 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         return encode_frame(X, list(self.feature_names_in_), self.categories_)
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster_.predict(self._encode(X),
-                                                num_iteration=self.best_iteration_))
+        return np.asarray(
+            self.booster_.predict(self._encode(X), num_iteration=self.best_iteration_)
+        )
 
     def raw_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated (class-weighted) probability of the positive class."""
@@ -273,22 +330,25 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Exact TreeSHAP contributions in raw log-odds, one column per feature plus ``bias``."""
-        values = self.booster_.predict(self._encode(X), num_iteration=self.best_iteration_,
-                                       pred_contrib=True)
-        return pd.DataFrame(values, index=X.index,
-                            columns=[*self.feature_names_in_, "bias"])
+        values = self.booster_.predict(
+            self._encode(X), num_iteration=self.best_iteration_, pred_contrib=True
+        )
+        return pd.DataFrame(values, index=X.index, columns=[*self.feature_names_in_, "bias"])
 
     def metadata(self) -> dict[str, Any]:
         """What a loader needs besides the booster: features, levels, calibrator."""
-        return {"feature_names": list(self.feature_names_in_),
-                "categories": self.categories_,
-                "calibrator": self.calibrator_.to_dict(),
-                "best_iteration": self.best_iteration_,
-                "scale_pos_weight": self.scale_pos_weight_}
+        return {
+            "feature_names": list(self.feature_names_in_),
+            "categories": self.categories_,
+            "calibrator": self.calibrator_.to_dict(),
+            "best_iteration": self.best_iteration_,
+            "scale_pos_weight": self.scale_pos_weight_,
+        }
 
     @classmethod
-    def from_parts(cls, booster: lgb.Booster, metadata: dict[str, Any],
-                   params: dict[str, Any] | None = None) -> CalibratedBoostingClassifier:
+    def from_parts(
+        cls, booster: lgb.Booster, metadata: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> CalibratedBoostingClassifier:
         """Rebuild a fitted model from a saved booster and :meth:`metadata`."""
         model = cls(**(params or {}))
         model.booster_ = booster

@@ -16,8 +16,12 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from training.model import CalibratedBoostingClassifier  # noqa: E402
 
-LABELS = {"p_model": "LightGBM (calibrated)", "p_logistic": "logistic regression",
-          "p_rules": "rule-based points", "p_oracle": "oracle (true probability)"}
+LABELS = {
+    "p_model": "LightGBM (calibrated)",
+    "p_logistic": "logistic regression",
+    "p_rules": "rule-based points",
+    "p_oracle": "oracle (true probability)",
+}
 
 
 def _curves(evaluation: pd.DataFrame) -> list[str]:
@@ -54,15 +58,19 @@ def calibration_plot(evaluation: pd.DataFrame, path: Path, bins: int = 15) -> Pa
     for col in _curves(evaluation):
         p = evaluation[col].to_numpy(dtype=float)
         edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)))
-        which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0,
-                        max(len(edges) - 2, 0))  # one bin when every prediction is equal
+        which = np.clip(
+            np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0)
+        )  # one bin when every prediction is equal
         mean_p = np.bincount(which, p) / np.maximum(np.bincount(which), 1)
         mean_y = np.bincount(which, y) / np.maximum(np.bincount(which), 1)
         ax.plot(mean_p, mean_y, "o-", ms=3, label=LABELS[col])
     top = float(max(evaluation[_curves(evaluation)].max().max(), y.mean()))
     ax.plot([0, top], [0, top], "k:", lw=0.8)
-    ax.set(xlabel="predicted probability", ylabel="observed rate",
-           title="Calibration (equal-count bins)")
+    ax.set(
+        xlabel="predicted probability",
+        ylabel="observed rate",
+        title="Calibration (equal-count bins)",
+    )
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
@@ -75,14 +83,22 @@ def gains_plot(evaluation: pd.DataFrame, path: Path) -> Path:
         order = np.argsort(-evaluation[col].to_numpy(), kind="stable")
         ax.plot(share, np.cumsum(y[order]) / max(y.sum(), 1), label=LABELS[col])
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="share of entities contacted (highest score first)",
-           ylabel="share of positives found", title="Cumulative gains")
+    ax.set(
+        xlabel="share of entities contacted (highest score first)",
+        ylabel="share of positives found",
+        title="Cumulative gains",
+    )
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
-def shap_summary_plot(model: CalibratedBoostingClassifier, X: pd.DataFrame, path: Path,
-                      max_rows: int = 2000, random_state: int = 0) -> Path:
+def shap_summary_plot(
+    model: CalibratedBoostingClassifier,
+    X: pd.DataFrame,
+    path: Path,
+    max_rows: int = 2000,
+    random_state: int = 0,
+) -> Path:
     """Beeswarm of exact TreeSHAP values (raw log-odds) on up to ``max_rows`` rows."""
     import shap
 
@@ -90,23 +106,29 @@ def shap_summary_plot(model: CalibratedBoostingClassifier, X: pd.DataFrame, path
     contrib = model.contributions(sample)
     values = contrib.drop(columns="bias").to_numpy()
     shown = model._encode(sample).apply(
-        lambda s: s.cat.codes.replace(-1, np.nan) if isinstance(s.dtype, pd.CategoricalDtype)
-        else s)
+        lambda s: s.cat.codes.replace(-1, np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s
+    )
     shap.summary_plot(values, shown, max_display=20, show=False, plot_size=(7, 7))
     fig = plt.gcf()
     fig.suptitle("SHAP (log-odds, before calibration)", fontsize=10)
     return _save(fig, path)
 
 
-def write_plots(evaluation: pd.DataFrame, model: CalibratedBoostingClassifier,
-                X_holdout: pd.DataFrame, directory: Path) -> list[Path]:
+def write_plots(
+    evaluation: pd.DataFrame,
+    model: CalibratedBoostingClassifier,
+    X_holdout: pd.DataFrame,
+    directory: Path,
+) -> list[Path]:
     """Every evaluation plot into ``directory``; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
-    return [roc_plot(evaluation, directory / "roc.png"),
-            pr_plot(evaluation, directory / "precision_recall.png"),
-            calibration_plot(evaluation, directory / "calibration.png"),
-            gains_plot(evaluation, directory / "cumulative_gains.png"),
-            shap_summary_plot(model, X_holdout, directory / "shap_summary.png")]
+    return [
+        roc_plot(evaluation, directory / "roc.png"),
+        pr_plot(evaluation, directory / "precision_recall.png"),
+        calibration_plot(evaluation, directory / "calibration.png"),
+        gains_plot(evaluation, directory / "cumulative_gains.png"),
+        shap_summary_plot(model, X_holdout, directory / "shap_summary.png"),
+    ]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

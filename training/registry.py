@@ -142,13 +142,19 @@ def list_versions(tracking_uri: str, names: tuple[str, ...] | None = None) -> li
         for alias, version in client.get_registered_model(name).aliases.items():
             aliases.setdefault(str(version), []).append(alias)
         for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
-            rows.append({"model": name, "version": str(v.version),
-                         "aliases": sorted(aliases.get(str(v.version), [])),
-                         "roc_auc": _float(v.tags.get("roc_auc")),
-                         "ece": _float(v.tags.get("ece")),
-                         "feature_service": v.tags.get("feature_service"),
-                         "protocol": v.tags.get("protocol"), "run_id": v.run_id,
-                         "created": v.creation_timestamp})
+            rows.append(
+                {
+                    "model": name,
+                    "version": str(v.version),
+                    "aliases": sorted(aliases.get(str(v.version), [])),
+                    "roc_auc": _float(v.tags.get("roc_auc")),
+                    "ece": _float(v.tags.get("ece")),
+                    "feature_service": v.tags.get("feature_service"),
+                    "protocol": v.tags.get("protocol"),
+                    "run_id": v.run_id,
+                    "created": v.creation_timestamp,
+                }
+            )
     return rows
 
 
@@ -171,8 +177,13 @@ def load_version(tracking_uri: str, name: str, version: str | int) -> Champion:
     import mlflow.sklearn
 
     model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
-    metadata = {**model.metadata(), "model": name, "run_id": mv.run_id,
-                "aliases": sorted(mv.aliases), "tags": dict(mv.tags)}
+    metadata = {
+        **model.metadata(),
+        "model": name,
+        "run_id": mv.run_id,
+        "aliases": sorted(mv.aliases),
+        "tags": dict(mv.tags),
+    }
     return Champion(model, str(mv.version), metadata)
 
 
@@ -190,6 +201,7 @@ def load_champion(model_name: str, tracking_uri: str) -> Champion:
     client = client_for(tracking_uri)
     mv = _version_or_none(client, model_name, CHAMPION)
     if mv is None:
-        raise NoChampion(f"no champion for {model_name!r} in {tracking_uri}; "
-                         f"train one with `crm-intel train`")
+        raise NoChampion(
+            f"no champion for {model_name!r} in {tracking_uri}; train one with `crm-intel train`"
+        )
     return load_version(tracking_uri, model_name, mv.version)

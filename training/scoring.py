@@ -38,13 +38,15 @@ def grade_from_score(score: np.ndarray) -> np.ndarray:
     return grades
 
 
-def score_frame(p: np.ndarray, mrr: np.ndarray | None = None,
-                index: pd.Index | None = None) -> pd.DataFrame:
+def score_frame(
+    p: np.ndarray, mrr: np.ndarray | None = None, index: pd.Index | None = None
+) -> pd.DataFrame:
     """Probability, score and grade per entity; with ``mrr``, expected annual revenue at risk."""
     p = np.asarray(p, dtype=float)
     score = score_from_probability(p)
-    out = pd.DataFrame({"probability": p, "score": score, "grade": grade_from_score(score)},
-                       index=index)
+    out = pd.DataFrame(
+        {"probability": p, "score": score, "grade": grade_from_score(score)}, index=index
+    )
     if mrr is not None:
         out["revenue_at_risk"] = p * 12.0 * np.nan_to_num(np.asarray(mrr, dtype=float))
     return out

@@ -80,8 +80,10 @@ def label_values(column: pd.Series, positive: str | None) -> tuple[np.ndarray, s
     if positive is None:
         matches = [v for v in values if v.lower() in POSITIVE_WORDS]
         if len(values) != 2 or len(matches) != 1:
-            raise ValueError(f"cannot tell which value of {column.name!r} is positive "
-                             f"among {values[:10]}; pass --positive")
+            raise ValueError(
+                f"cannot tell which value of {column.name!r} is positive "
+                f"among {values[:10]}; pass --positive"
+            )
         positive = matches[0]
     if positive not in values:
         # allow 1 vs 1.0 style mismatches
@@ -89,8 +91,10 @@ def label_values(column: pd.Series, positive: str | None) -> tuple[np.ndarray, s
         target = pd.to_numeric(pd.Series([positive]), errors="coerce")[0]
         hits = [v for v, n in zip(values, as_num, strict=True) if pd.notna(n) and n == target]
         if not hits:
-            raise ValueError(f"positive value {positive!r} not found in {column.name!r}; "
-                             f"values are {values[:10]}")
+            raise ValueError(
+                f"positive value {positive!r} not found in {column.name!r}; "
+                f"values are {values[:10]}"
+            )
         positive = hits[0]
     y = (text == positive).to_numpy(dtype=int)
     if y.min() == y.max():
@@ -98,8 +102,14 @@ def label_values(column: pd.Series, positive: str | None) -> tuple[np.ndarray, s
     return y, str(positive)
 
 
-def prepare_table(raw: pd.DataFrame, id_column: str, label: str, positive: str | None = None,
-                  timestamp: str | None = None, drop: tuple[str, ...] = ()) -> Table:
+def prepare_table(
+    raw: pd.DataFrame,
+    id_column: str,
+    label: str,
+    positive: str | None = None,
+    timestamp: str | None = None,
+    drop: tuple[str, ...] = (),
+) -> Table:
     """Turn a raw export into a training frame; ``raw`` is not modified.
 
     Raises:
@@ -149,5 +159,12 @@ def prepare_table(raw: pd.DataFrame, id_column: str, label: str, positive: str |
     parts[LABEL] = y
     frame = pd.DataFrame(parts, index=raw.index)
     frame = pd.concat([frame, pd.DataFrame(features, index=raw.index)], axis=1)
-    return Table(frame.reset_index(drop=True), id_column, tuple(numeric), tuple(categorical),
-                 positive_value, dropped, timestamp is not None)
+    return Table(
+        frame.reset_index(drop=True),
+        id_column,
+        tuple(numeric),
+        tuple(categorical),
+        positive_value,
+        dropped,
+        timestamp is not None,
+    )

@@ -59,23 +59,30 @@ def _example(result: TrainingResult, rows: int = 5) -> pd.DataFrame:
     return frame
 
 
-def gate(result: TrainingResult, tracking_uri: str, challenger: str,
-         margin: float) -> dict[str, Any]:
+def gate(
+    result: TrainingResult, tracking_uri: str, challenger: str, margin: float
+) -> dict[str, Any]:
     """Decide whether the ``challenger`` version replaces the champion; promote it if so."""
     name = result.model_name
     challenger_auc = float(result.metrics["model"]["roc_auc"])
-    decision: dict[str, Any] = {"challenger_version": challenger,
-                                "challenger_roc_auc": challenger_auc, "margin": margin,
-                                "champion_version": None, "champion_roc_auc": None}
+    decision: dict[str, Any] = {
+        "challenger_version": challenger,
+        "challenger_roc_auc": challenger_auc,
+        "margin": margin,
+        "champion_version": None,
+        "champion_roc_auc": None,
+    }
     current = champion_version(tracking_uri, name)
     if current is None:
         promote(tracking_uri, name, challenger, "first version of this model")
         return {**decision, "promoted": True, "reason": "no champion yet"}
     decision["champion_version"] = str(current.version)
-    same_folds = (result.protocol != "time_split"
-                  and current.tags.get("fingerprint") == result.fingerprint
-                  and current.tags.get("protocol") == result.protocol
-                  and current.tags.get("roc_auc") is not None)
+    same_folds = (
+        result.protocol != "time_split"
+        and current.tags.get("fingerprint") == result.fingerprint
+        and current.tags.get("protocol") == result.protocol
+        and current.tags.get("roc_auc") is not None
+    )
     if same_folds:
         champion_auc = float(current.tags["roc_auc"])
         how = "champion's cross-validated ROC AUC on the same data and folds"
@@ -84,23 +91,33 @@ def gate(result: TrainingResult, tracking_uri: str, challenger: str,
         needed = list(champion.metadata["feature_names"])
         missing = [c for c in needed if c not in result.holdout.columns]
         if missing:
-            return {**decision, "promoted": False,
-                    "reason": f"champion v{current.version} needs features absent from this "
-                              f"data ({', '.join(missing[:5])}); not comparable, kept champion"}
+            return {
+                **decision,
+                "promoted": False,
+                "reason": f"champion v{current.version} needs features absent from this "
+                f"data ({', '.join(missing[:5])}); not comparable, kept champion",
+            }
         p = champion.model.predict_proba(result.holdout[needed])[:, 1]
         champion_auc = float(roc_auc_score(result.holdout[LABEL].to_numpy(dtype=int), p))
         how = "champion scored on the challenger's held-out rows"
     decision["champion_roc_auc"] = champion_auc
     promoted = challenger_auc >= champion_auc + margin
-    reason = (f"{how}: challenger {challenger_auc:.4f} vs champion {champion_auc:.4f} "
-              f"+ margin {margin:.4f}")
+    reason = (
+        f"{how}: challenger {challenger_auc:.4f} vs champion {champion_auc:.4f} "
+        f"+ margin {margin:.4f}"
+    )
     if promoted:
         promote(tracking_uri, name, challenger, reason)
     return {**decision, "promoted": promoted, "reason": reason}
 
 
-def log_training_run(result: TrainingResult, tracking_uri: str, margin: float,
-                     register: bool = True, run_name: str | None = None) -> dict[str, Any]:
+def log_training_run(
+    result: TrainingResult,
+    tracking_uri: str,
+    margin: float,
+    register: bool = True,
+    run_name: str | None = None,
+) -> dict[str, Any]:
     """Log params, metrics, plots and the model; register it and apply the promotion gate.
 
     Returns:
@@ -111,67 +128,107 @@ def log_training_run(result: TrainingResult, tracking_uri: str, margin: float,
     summary = result.summary()
     with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
         mlflow.log_params({f"model.{k}": v for k, v in result.params.items()})
-        mlflow.log_params({
-            "feature_service": result.feature_service, "protocol": result.protocol,
-            "data_fingerprint": result.fingerprint, "n_features": len(result.features),
-            "entity_key": result.entity_key, "calibration": result.model.calibrator_.method,
-            "promotion_margin": margin,
-            **{f"data.{k}": v for k, v in result.window.items()},
-            **{f"data.{c.name}_{what}": getattr(c, what) for c in result.data_check.counts
-               for what in ("rows", "positives", "negatives")},
-        })
+        mlflow.log_params(
+            {
+                "feature_service": result.feature_service,
+                "protocol": result.protocol,
+                "data_fingerprint": result.fingerprint,
+                "n_features": len(result.features),
+                "entity_key": result.entity_key,
+                "calibration": result.model.calibrator_.method,
+                "promotion_margin": margin,
+                **{f"data.{k}": v for k, v in result.window.items()},
+                **{
+                    f"data.{c.name}_{what}": getattr(c, what)
+                    for c in result.data_check.counts
+                    for what in ("rows", "positives", "negatives")
+                },
+            }
+        )
         mlflow.set_tags({"model": result.model_name, "feature_service": result.feature_service})
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool)
-                            and np.isfinite(v)})
+        mlflow.log_metrics(
+            {
+                k: float(v)
+                for k, v in summary.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            write_plots(result.evaluation, result.model, result.holdout[result.features],
-                        out / "plots")
+            write_plots(
+                result.evaluation, result.model, result.holdout[result.features], out / "plots"
+            )
             mlflow.log_artifacts(str(out / "plots"), "plots")
-            (out / "metrics.json").write_text(json.dumps(
-                {"summary": summary, "by_model": result.metrics, "folds": result.fold_metrics,
-                 "data_check": [asdict(c) for c in result.data_check.counts],
-                 "features": {"numeric": result.numeric, "categorical": result.categorical}},
-                indent=2, default=str))
+            (out / "metrics.json").write_text(
+                json.dumps(
+                    {
+                        "summary": summary,
+                        "by_model": result.metrics,
+                        "folds": result.fold_metrics,
+                        "data_check": [asdict(c) for c in result.data_check.counts],
+                        "features": {"numeric": result.numeric, "categorical": result.categorical},
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             mlflow.log_artifact(str(out / "metrics.json"))
         example = _example(result)
         info = mlflow.sklearn.log_model(
-            result.model, name="model",
+            result.model,
+            name="model",
             signature=infer_signature(example, result.model.predict_proba(example)),
-            input_example=example, pyfunc_predict_fn="predict_proba",
-            serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=pip_requirements(),
             registered_model_name=result.model_name if register else None,
-            metadata={"feature_service": result.feature_service,
-                      "data_fingerprint": result.fingerprint,
-                      "calibration": result.model.calibrator_.method})
-        record: dict[str, Any] = {"run_id": run.info.run_id, "model_version": None,
-                                  "decision": None}
+            metadata={
+                "feature_service": result.feature_service,
+                "data_fingerprint": result.fingerprint,
+                "calibration": result.model.calibrator_.method,
+            },
+        )
+        record: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "model_version": None,
+            "decision": None,
+        }
         if not register:
             return record
         version = str(info.registered_model_version)
         for key in ("roc_auc", "ece", "pr_auc", "brier"):
-            client.set_model_version_tag(result.model_name, version, key,
-                                         f"{summary[key]:.6f}")
-        client.set_model_version_tag(result.model_name, version, "fingerprint",
-                                     result.fingerprint)
+            client.set_model_version_tag(result.model_name, version, key, f"{summary[key]:.6f}")
+        client.set_model_version_tag(result.model_name, version, "fingerprint", result.fingerprint)
         client.set_model_version_tag(result.model_name, version, "protocol", result.protocol)
-        client.set_model_version_tag(result.model_name, version, "feature_service",
-                                     result.feature_service)
+        client.set_model_version_tag(
+            result.model_name, version, "feature_service", result.feature_service
+        )
         client.set_registered_model_alias(result.model_name, CHALLENGER, version)
         decision = gate(result, tracking_uri, version, margin)
-        mlflow.log_metrics({"gate_challenger_roc_auc": decision["challenger_roc_auc"],
-                            "gate_promoted": float(decision["promoted"])})
+        mlflow.log_metrics(
+            {
+                "gate_challenger_roc_auc": decision["challenger_roc_auc"],
+                "gate_promoted": float(decision["promoted"]),
+            }
+        )
         if decision["champion_roc_auc"] is not None:
             mlflow.log_metric("gate_champion_roc_auc", decision["champion_roc_auc"])
-        mlflow.set_tags({"gate_reason": decision["reason"],
-                         "gate_champion_version": str(decision["champion_version"]),
-                         "model_version": version})
+        mlflow.set_tags(
+            {
+                "gate_reason": decision["reason"],
+                "gate_champion_version": str(decision["champion_version"]),
+                "model_version": version,
+            }
+        )
         mlflow.log_dict(decision, "promotion_decision.json")
-        client.set_model_version_tag(result.model_name, version, "gate",
-                                     "promoted" if decision["promoted"] else "not promoted")
-        client.set_model_version_tag(result.model_name, version, "gate_reason",
-                                     decision["reason"])
+        client.set_model_version_tag(
+            result.model_name,
+            version,
+            "gate",
+            "promoted" if decision["promoted"] else "not promoted",
+        )
+        client.set_model_version_tag(result.model_name, version, "gate_reason", decision["reason"])
         record.update(model_version=version, decision=decision)
     return record

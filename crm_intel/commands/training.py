@@ -17,31 +17,65 @@ from crm_intel.commands.common import (
     settings_for,
 )
 
-train_app = typer.Typer(help="Train a model, log it to MLflow and apply the promotion gate.",
-                        no_args_is_help=True)
-models_app = typer.Typer(help="Show and move the registry aliases champion and challenger.",
-                         no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train a model, log it to MLflow and apply the promotion gate.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="Show and move the registry aliases champion and challenger.", no_args_is_help=True
+)
 
-TableOption = Annotated[Path | None, typer.Option(
-    "--table", help="Train on this one-row-per-entity export (CSV, Parquet or Excel) instead "
-                    "of the feature store.", exists=True, dir_okay=False)]
+TableOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--table",
+        help="Train on this one-row-per-entity export (CSV, Parquet or Excel) instead "
+        "of the feature store.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
 IdOption = Annotated[str | None, typer.Option("--id", help="Entity id column of --table.")]
 LabelOption = Annotated[str | None, typer.Option("--label", help="Outcome column of --table.")]
-PositiveOption = Annotated[str | None, typer.Option(
-    "--positive", help="Label value meaning converted/churned (default: inferred, e.g. Yes/1).")]
-TimestampOption = Annotated[str | None, typer.Option(
-    "--timestamp", help="Column of --table to split on by time; without it, stratified 5-fold "
-                        "cross-validation.")]
-DropOption = Annotated[str | None, typer.Option(
-    "--drop", help="Comma-separated columns of --table to leave out (e.g. post-contact fields).")]
-RegisterOption = Annotated[bool, typer.Option(
-    "--register/--no-register", help="Register the model and run the promotion gate.")]
+PositiveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--positive", help="Label value meaning converted/churned (default: inferred, e.g. Yes/1)."
+    ),
+]
+TimestampOption = Annotated[
+    str | None,
+    typer.Option(
+        "--timestamp",
+        help="Column of --table to split on by time; without it, stratified 5-fold "
+        "cross-validation.",
+    ),
+]
+DropOption = Annotated[
+    str | None,
+    typer.Option(
+        "--drop", help="Comma-separated columns of --table to leave out (e.g. post-contact fields)."
+    ),
+]
+RegisterOption = Annotated[
+    bool,
+    typer.Option("--register/--no-register", help="Register the model and run the promotion gate."),
+]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed of every estimator.")]
 
 
-def _run(model_name: str, data_dir: Path | None, table: Path | None, id_col: str | None,
-         label: str | None, positive: str | None, timestamp: str | None, drop: str | None,
-         register: bool, seed: int, json_: bool) -> None:
+def _run(
+    model_name: str,
+    data_dir: Path | None,
+    table: Path | None,
+    id_col: str | None,
+    label: str | None,
+    positive: str | None,
+    timestamp: str | None,
+    drop: str | None,
+    register: bool,
+    seed: int,
+    json_: bool,
+) -> None:
     import dataclasses
 
     from training.data import NotEnoughData
@@ -58,18 +92,21 @@ def _run(model_name: str, data_dir: Path | None, table: Path | None, id_col: str
                 raise fail("--table needs --id and --label")
             drops = tuple(c.strip() for c in (drop or "").split(",") if c.strip())
             prepared = prepare_table(read_any(table), id_col, label, positive, timestamp, drops)
-            spec = dataclasses.replace(spec, entity_key=id_col,
-                                       feature_service=f"table:{table.name}")
-            console.print(f"[bold]{table.name}[/]: {len(prepared.frame):,} rows, "
-                          f"{len(prepared.numeric)} numeric and {len(prepared.categorical)} "
-                          f"categorical features; positive = {prepared.positive!r}")
+            spec = dataclasses.replace(
+                spec, entity_key=id_col, feature_service=f"table:{table.name}"
+            )
+            console.print(
+                f"[bold]{table.name}[/]: {len(prepared.frame):,} rows, "
+                f"{len(prepared.numeric)} numeric and {len(prepared.categorical)} "
+                f"categorical features; positive = {prepared.positive!r}"
+            )
             for col, why in prepared.dropped.items():
                 console.print(f"  left out [cyan]{col}[/]: {why}")
             with console.status("training (5-fold)" if not timestamp else "training"):
-                result = train_table(prepared.frame, spec, prepared.has_timestamp,
-                                     random_state=seed)
-            extra: dict[str, Any] = {"dropped_columns": prepared.dropped,
-                                     "table": str(table)}
+                result = train_table(
+                    prepared.frame, spec, prepared.has_timestamp, random_state=seed
+                )
+            extra: dict[str, Any] = {"dropped_columns": prepared.dropped, "table": str(table)}
         else:
             result = _native(settings, spec, seed)
             extra = {}
@@ -78,14 +115,22 @@ def _run(model_name: str, data_dir: Path | None, table: Path | None, id_col: str
     except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     with console.status("logging to MLflow"):
-        record = log_training_run(result, settings.tracking_uri(), settings.promotion_margin,
-                                  register=register)
+        record = log_training_run(
+            result, settings.tracking_uri(), settings.promotion_margin, register=register
+        )
     summary = result.summary()
     _print_summary(result.metrics, summary, record)
     if json_:
-        emit_json({**summary, **extra, "run_id": record["run_id"],
-                   "model_version": record["model_version"], "promotion": record["decision"],
-                   "tracking_uri": settings.tracking_uri()})
+        emit_json(
+            {
+                **summary,
+                **extra,
+                "run_id": record["run_id"],
+                "model_version": record["model_version"],
+                "promotion": record["decision"],
+                "tracking_uri": settings.tracking_uri(),
+            }
+        )
 
 
 def _native(settings: Any, spec: Any, seed: int) -> Any:
@@ -111,54 +156,111 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
         return train_time_split(frame, spec, truth=truth, random_state=seed)
 
 
-def _print_summary(metrics: dict[str, dict[str, float]], summary: dict[str, Any],
-                   record: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['model']} · {summary['protocol']} · "
-                        f"{summary['feature_service']}")
+def _print_summary(
+    metrics: dict[str, dict[str, float]], summary: dict[str, Any], record: dict[str, Any]
+) -> None:
+    table = Table(
+        title=f"{summary['model']} · {summary['protocol']} · {summary['feature_service']}"
+    )
     table.add_column("")
-    for what in ("ROC AUC", "PR AUC", "Brier", "log loss", "ECE", "top-10% precision",
-                 "top-10% lift"):
+    for what in (
+        "ROC AUC",
+        "PR AUC",
+        "Brier",
+        "log loss",
+        "ECE",
+        "top-10% precision",
+        "top-10% lift",
+    ):
         table.add_column(what, justify="right")
-    names = {"model": "LightGBM (calibrated)", "logistic": "logistic regression",
-             "rules": "rule-based points", "oracle": "oracle (true probability)"}
+    names = {
+        "model": "LightGBM (calibrated)",
+        "logistic": "logistic regression",
+        "rules": "rule-based points",
+        "oracle": "oracle (true probability)",
+    }
     for key, label in names.items():
         if key not in metrics:
             continue
         m = metrics[key]
-        table.add_row(label, *(f"{m[k]:.4f}" for k in (
-            "roc_auc", "pr_auc", "brier", "log_loss", "ece", "top_decile_precision")),
-            f"{m['top_decile_lift']:.2f}")
+        table.add_row(
+            label,
+            *(
+                f"{m[k]:.4f}"
+                for k in ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "top_decile_precision")
+            ),
+            f"{m['top_decile_lift']:.2f}",
+        )
     console.print(table)
     for note in summary.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
     decision = record.get("decision")
     if decision:
-        verdict = "[green]promoted to champion[/]" if decision["promoted"] else \
-            "[yellow]kept as challenger[/]"
+        verdict = (
+            "[green]promoted to champion[/]"
+            if decision["promoted"]
+            else "[yellow]kept as challenger[/]"
+        )
         console.print(f"version {record['model_version']}: {verdict} — {decision['reason']}")
     console.print(f"MLflow run {record['run_id']}")
 
 
 @train_app.command("lead")
-def train_lead(table: TableOption = None, id_col: IdOption = None, label: LabelOption = None,
-               positive: PositiveOption = None, timestamp: TimestampOption = None,
-               drop: DropOption = None, register: RegisterOption = True,
-               seed: SeedOption = 0, data_dir: DataDirOption = None,
-               json_: JsonOption = False) -> None:
+def train_lead(
+    table: TableOption = None,
+    id_col: IdOption = None,
+    label: LabelOption = None,
+    positive: PositiveOption = None,
+    timestamp: TimestampOption = None,
+    drop: DropOption = None,
+    register: RegisterOption = True,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
     """Train the lead conversion model (feature service lead_conversion_v1, or --table)."""
-    _run("lead_conversion", data_dir, table, id_col, label, positive, timestamp, drop,
-         register, seed, json_)
+    _run(
+        "lead_conversion",
+        data_dir,
+        table,
+        id_col,
+        label,
+        positive,
+        timestamp,
+        drop,
+        register,
+        seed,
+        json_,
+    )
 
 
 @train_app.command("churn")
-def train_churn(table: TableOption = None, id_col: IdOption = None, label: LabelOption = None,
-                positive: PositiveOption = None, timestamp: TimestampOption = None,
-                drop: DropOption = None, register: RegisterOption = True,
-                seed: SeedOption = 0, data_dir: DataDirOption = None,
-                json_: JsonOption = False) -> None:
+def train_churn(
+    table: TableOption = None,
+    id_col: IdOption = None,
+    label: LabelOption = None,
+    positive: PositiveOption = None,
+    timestamp: TimestampOption = None,
+    drop: DropOption = None,
+    register: RegisterOption = True,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
     """Train the churn risk model (feature service churn_risk_v1, or --table)."""
-    _run("churn_risk", data_dir, table, id_col, label, positive, timestamp, drop, register,
-         seed, json_)
+    _run(
+        "churn_risk",
+        data_dir,
+        table,
+        id_col,
+        label,
+        positive,
+        timestamp,
+        drop,
+        register,
+        seed,
+        json_,
+    )
 
 
 def _model_name(name: str) -> str:
@@ -177,10 +279,15 @@ def models_list(data_dir: DataDirOption = None, json_: JsonOption = False) -> No
     for col in ("model", "version", "aliases", "ROC AUC", "ECE", "trained on", "protocol"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["model"], r["version"], ", ".join(r["aliases"]),
-                      "" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}",
-                      "" if r["ece"] is None else f"{r['ece']:.4f}",
-                      r["feature_service"] or "", r["protocol"] or "")
+        table.add_row(
+            r["model"],
+            r["version"],
+            ", ".join(r["aliases"]),
+            "" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}",
+            "" if r["ece"] is None else f"{r['ece']:.4f}",
+            r["feature_service"] or "",
+            r["protocol"] or "",
+        )
     console.print(table)
     if json_:
         emit_json({"versions": rows})
@@ -190,7 +297,8 @@ def models_list(data_dir: DataDirOption = None, json_: JsonOption = False) -> No
 def models_promote(
     model: Annotated[str, typer.Argument(help="lead_conversion (lead) or churn_risk (churn).")],
     version: Annotated[str, typer.Argument(help="Registered version to make champion.")],
-    data_dir: DataDirOption = None, json_: JsonOption = False,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Make VERSION the champion of MODEL (the previous champion can be restored by rollback)."""
     from mlflow.exceptions import MlflowException
@@ -198,12 +306,18 @@ def models_promote(
     from training.registry import promote
 
     try:
-        out = promote(settings_for(data_dir).tracking_uri(), _model_name(model), version,
-                      "promoted by hand (crm-intel models promote)")
+        out = promote(
+            settings_for(data_dir).tracking_uri(),
+            _model_name(model),
+            version,
+            "promoted by hand (crm-intel models promote)",
+        )
     except MlflowException as err:
         raise fail(f"cannot promote {model} v{version}: {err.message}") from None
-    console.print(f"{out['model']}: champion is now v{out['champion']} "
-                  f"(was {out['previous_champion'] or 'none'})")
+    console.print(
+        f"{out['model']}: champion is now v{out['champion']} "
+        f"(was {out['previous_champion'] or 'none'})"
+    )
     if json_:
         emit_json(out)
 
@@ -211,7 +325,8 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback(
     model: Annotated[str, typer.Argument(help="lead_conversion (lead) or churn_risk (churn).")],
-    data_dir: DataDirOption = None, json_: JsonOption = False,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Give champion back to the version that held it before the current one."""
     from mlflow.exceptions import MlflowException
@@ -222,7 +337,6 @@ def models_rollback(
         out = rollback(settings_for(data_dir).tracking_uri(), _model_name(model))
     except (NoChampion, MlflowException) as err:
         raise fail(str(err)) from None
-    console.print(f"{out['model']}: champion is now v{out['champion']} "
-                  f"(v{out['demoted']} demoted)")
+    console.print(f"{out['model']}: champion is now v{out['champion']} (v{out['demoted']} demoted)")
     if json_:
         emit_json(out)

@@ -22,8 +22,9 @@ LEADS = DATASETS / "xeducation_leads" / "Leads.csv"
 # filled in by sales staff after contact: they leak the outcome
 POST_CONTACT = ("Tags", "Lead Quality", "Lead Profile", "Last Activity", "Last Notable Activity")
 
-needs_data = pytest.mark.skipif(not (TELCO.exists() and LEADS.exists()),
-                                reason="shared datasets not present")
+needs_data = pytest.mark.skipif(
+    not (TELCO.exists() and LEADS.exists()), reason="shared datasets not present"
+)
 
 
 @needs_data
@@ -31,9 +32,20 @@ def test_telco_through_the_cli_clears_the_bar_and_registers(tmp_path: Path) -> N
     from crm_intel.cli import app
 
     # when the Telco export is trained through the CLI
-    done = CliRunner().invoke(app, [
-        "train", "churn", "--table", str(TELCO), "--id", "customerID", "--label", "Churn",
-        "--json"])
+    done = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "churn",
+            "--table",
+            str(TELCO),
+            "--id",
+            "customerID",
+            "--label",
+            "Churn",
+            "--json",
+        ],
+    )
     assert done.exit_code == 0, done.output
     payload = json.loads(done.stdout.strip().splitlines()[-1])
     # then the cross-validated ROC AUC clears the logistic-regression bar of 0.845
@@ -50,8 +62,9 @@ def test_telco_through_the_cli_clears_the_bar_and_registers(tmp_path: Path) -> N
 
 def _xeducation(drop: tuple[str, ...]) -> float:
     table = prepare_table(read_any(LEADS), "Prospect ID", "Converted", drop=drop)
-    spec = dataclasses.replace(SPECS["lead_conversion"], entity_key="Prospect ID",
-                               feature_service="table:Leads.csv")
+    spec = dataclasses.replace(
+        SPECS["lead_conversion"], entity_key="Prospect ID", feature_service="table:Leads.csv"
+    )
     result = train_table(table.frame, spec, has_timestamp=False)
     assert table.dropped.get("Unnamed: 37") == "empty"
     assert "Lead Number" in table.numeric  # a record sequence number, kept as a feature
@@ -74,8 +87,9 @@ def test_a_table_too_small_to_train_stops_with_a_clear_message(tmp_path: Path) -
 
     small = tmp_path / "small.csv"
     read_any(TELCO).head(300).to_csv(small, index=False)
-    done = CliRunner().invoke(app, [
-        "train", "churn", "--table", str(small), "--id", "customerID", "--label", "Churn"])
+    done = CliRunner().invoke(
+        app, ["train", "churn", "--table", str(small), "--id", "customerID", "--label", "Churn"]
+    )
     assert done.exit_code == 2
     assert "not enough data to train" in done.output
     assert "train_fold1 has 240 rows, needs at least 1000" in done.output

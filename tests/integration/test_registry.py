@@ -36,15 +36,17 @@ def snapshots(seed: int, informative: bool, entities: int = 1000, weeks: int = 1
     seniority = rng.choice(["individual", "manager", "director", "vp"], n)
     logit = -2.0 + 1.2 * demo - 0.03 * recency + np.where(seniority == "vp", 0.8, 0.0)
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    frame = pd.DataFrame({
-        "lead_id": pd.Series([f"L{i % entities:05d}" for i in range(n)], dtype="string"),
-        "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")
-        + pd.to_timedelta(7 * (np.arange(n) // entities), unit="D"),
-        "label": label,
-        "touches_demo_request_90d": demo,
-        "days_since_last_touch": recency,
-        "seniority": pd.Series(seniority, dtype="string"),
-    })
+    frame = pd.DataFrame(
+        {
+            "lead_id": pd.Series([f"L{i % entities:05d}" for i in range(n)], dtype="string"),
+            "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")
+            + pd.to_timedelta(7 * (np.arange(n) // entities), unit="D"),
+            "label": label,
+            "touches_demo_request_90d": demo,
+            "days_since_last_touch": recency,
+            "seniority": pd.Series(seniority, dtype="string"),
+        }
+    )
     if not informative:  # broken training data: signal destroyed before the test weeks
         early = (np.arange(n) // entities) < weeks - 2
         for col in ("touches_demo_request_90d", "days_since_last_touch", "seniority"):
@@ -67,7 +69,8 @@ def _train(frame: pd.DataFrame, name: str) -> TrainingResult:
 
 
 def test_first_version_becomes_champion_and_a_worse_challenger_is_not_promoted(
-        uri: str, tmp_path: Path) -> None:
+    uri: str, tmp_path: Path
+) -> None:
     # given a champion trained on informative data
     good = log_training_run(_train(snapshots(1, informative=True), "gate_lead"), uri, MARGIN)
     assert good["decision"]["promoted"] is True
@@ -88,32 +91,35 @@ def test_first_version_becomes_champion_and_a_worse_challenger_is_not_promoted(
 
     run = client_for(uri).get_run(bad["run_id"])
     assert run.data.metrics["gate_promoted"] == 0.0
-    assert run.data.metrics["gate_champion_roc_auc"] == pytest.approx(
-        decision["champion_roc_auc"])
+    assert run.data.metrics["gate_champion_roc_auc"] == pytest.approx(decision["champion_roc_auc"])
     assert "challenger" in run.data.tags["gate_reason"]
     assert (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").is_dir()
 
 
 def test_better_challenger_is_promoted_and_rollback_restores_the_previous_champion(
-        uri: str) -> None:
-    weak = log_training_run(_train(snapshots(2, informative=False), "rollback_lead"), uri,
-                            MARGIN)
-    strong = log_training_run(_train(snapshots(2, informative=True), "rollback_lead"), uri,
-                              MARGIN)
+    uri: str,
+) -> None:
+    weak = log_training_run(_train(snapshots(2, informative=False), "rollback_lead"), uri, MARGIN)
+    strong = log_training_run(_train(snapshots(2, informative=True), "rollback_lead"), uri, MARGIN)
     assert strong["decision"]["promoted"] is True
     assert load_champion("rollback_lead", uri).version == strong["model_version"]
     # when the champion is rolled back
     out = rollback(uri, "rollback_lead")
     # then the previous champion is back
-    assert out == {"model": "rollback_lead", "champion": weak["model_version"],
-                   "demoted": strong["model_version"]}
+    assert out == {
+        "model": "rollback_lead",
+        "champion": weak["model_version"],
+        "demoted": strong["model_version"],
+    }
     assert load_champion("rollback_lead", uri).version == weak["model_version"]
     # and nothing earlier is left to roll back to
     with pytest.raises(NoChampion):
         rollback(uri, "rollback_lead")
     # a manual promote moves the alias explicitly
-    assert promote(uri, "rollback_lead", strong["model_version"])["champion"] == \
-        strong["model_version"]
+    assert (
+        promote(uri, "rollback_lead", strong["model_version"])["champion"]
+        == strong["model_version"]
+    )
     assert load_champion("rollback_lead", uri).version == strong["model_version"]
 
 
@@ -125,12 +131,14 @@ def test_loader_returns_a_calibrated_model_with_its_booster_and_metadata(uri: st
     # then it scores like the trained model, exposes TreeSHAP, and says what it needs
     rows = result.holdout[meta["feature_names"]].head(20)
     assert version == "1"
-    assert model.predict_proba(rows)[:, 1] == pytest.approx(
-        result.model.predict_proba(rows)[:, 1])
+    assert model.predict_proba(rows)[:, 1] == pytest.approx(result.model.predict_proba(rows)[:, 1])
     contrib = model.booster_.predict(model._encode(rows), pred_contrib=True)
     assert contrib.shape == (20, len(meta["feature_names"]) + 1)
-    assert meta["feature_names"] == ["touches_demo_request_90d", "days_since_last_touch",
-                                     "seniority"]
+    assert meta["feature_names"] == [
+        "touches_demo_request_90d",
+        "days_since_last_touch",
+        "seniority",
+    ]
     assert meta["calibrator"]["method"] in ("isotonic", "sigmoid")
     assert meta["tags"]["feature_service"] == "lead_conversion_v1"
 
@@ -141,7 +149,8 @@ def test_loader_without_a_champion_says_so(uri: str) -> None:
 
 
 def test_models_cli_lists_promotes_and_rolls_back_explicitly(
-        uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -161,14 +170,18 @@ def test_models_cli_lists_promotes_and_rolls_back_explicitly(
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def aliases() -> dict[str, list[str]]:
-        return {r["version"]: r["aliases"] for r in run("list")["versions"]
-                if r["model"] == "cli_lead"}
+        return {
+            r["version"]: r["aliases"] for r in run("list")["versions"] if r["model"] == "cli_lead"
+        }
 
     assert aliases() == {"1": ["champion"], "2": ["challenger"]}
     # when the challenger is promoted by hand, then rolled back
     assert run("promote", "cli_lead", "2") == {
-        "model": "cli_lead", "champion": "2", "previous_champion": "1",
-        "reason": "promoted by hand (crm-intel models promote)"}
+        "model": "cli_lead",
+        "champion": "2",
+        "previous_champion": "1",
+        "reason": "promoted by hand (crm-intel models promote)",
+    }
     assert aliases() == {"1": [], "2": ["champion"]}
     assert run("rollback", "cli_lead") == {"model": "cli_lead", "champion": "1", "demoted": "2"}
     assert aliases() == {"1": ["champion"], "2": []}

@@ -17,7 +17,8 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "retraining.ipynb
 
 
 def test_retraining_notebook_trains_registers_and_explains(
-        tmp_path: Path, small_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, small_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from features import store
 
     # given a simulated data directory with its features built, named by the environment
@@ -31,8 +32,12 @@ def test_retraining_notebook_trains_registers_and_explains(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # when it is executed in a tmp working directory
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     # then every cell ran without error
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code)

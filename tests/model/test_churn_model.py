@@ -76,7 +76,8 @@ def test_revenue_at_risk_is_probability_times_annual_mrr(result: TrainingResult)
 
 
 def test_falling_usage_and_more_tickets_never_lower_churn_risk_beyond_noise(
-        result: TrainingResult) -> None:
+    result: TrainingResult,
+) -> None:
     # given held-out accounts, and the same accounts with worse health signals
     rows = result.holdout[result.features].sample(3_000, random_state=0)
     worse = rows.copy()
@@ -95,11 +96,13 @@ def test_churn_score_is_invariant_to_account_ids(result: TrainingResult) -> None
     renamed = rows.assign(account_id=[f"X{i}" for i in range(len(rows))])
     assert "account_id" not in result.features
     assert result.model.predict_proba(renamed)[:, 1] == pytest.approx(
-        result.model.predict_proba(rows)[:, 1])
+        result.model.predict_proba(rows)[:, 1]
+    )
 
 
 def test_cli_train_churn_json_reports_auc_oracle_and_ece(
-        data_dir: Path, result: TrainingResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir: Path, result: TrainingResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from crm_intel.cli import app
 
     monkeypatch.setenv("CRM_INTEL_DATA_DIR", str(data_dir))

@@ -43,13 +43,17 @@ def result(data_dir: Path) -> TrainingResult:
     return train_time_split(frame, SPECS["lead_conversion"], truth=truth)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured on this simulation: model 0.754 vs oracle 0.790 (gap 0.036; logistic 0.746, "
-    "rules 0.688). Not the trainer's settings or data size: 40k leads over 24 months give "
-    "0.761 vs 0.792, and an exactly weighted, decayed intent feature built from the raw "
-    "touches adds only +0.005. The oracle conditions on per-lead latent draws (fit noise, "
-    "interest class, engagement rate) that no CRM field records. Remove this mark if the "
-    "feature service closes the gap."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "measured on this simulation: model 0.754 vs oracle 0.790 (gap 0.036; logistic 0.746, "
+        "rules 0.688). Not the trainer's settings or data size: 40k leads over 24 months give "
+        "0.761 vs 0.792, and an exactly weighted, decayed intent feature built from the raw "
+        "touches adds only +0.005. The oracle conditions on per-lead latent draws (fit noise, "
+        "interest class, engagement rate) that no CRM field records. Remove this mark if the "
+        "feature service closes the gap."
+    ),
+)
 def test_lead_auc_is_within_002_of_the_oracle(result: TrainingResult) -> None:
     m = result.metrics
     assert m["model"]["roc_auc"] >= m["oracle"]["roc_auc"] - 0.02
@@ -70,7 +74,8 @@ def test_lead_model_beats_both_baselines(result: TrainingResult) -> None:
 
 
 def test_more_high_intent_touches_never_lower_the_score_beyond_noise(
-        result: TrainingResult) -> None:
+    result: TrainingResult,
+) -> None:
     # given held-out leads, and the same leads with one more high-intent touch of each kind
     # this week (so every window and total that counts it goes up, recency becomes 0)
     rows = result.holdout[result.features].sample(3_000, random_state=0)
@@ -99,4 +104,5 @@ def test_lead_score_is_invariant_to_lead_ids(result: TrainingResult) -> None:
     renamed = rows.assign(lead_id=[f"X{i}" for i in range(len(rows))])
     assert "lead_id" not in result.features
     assert result.model.predict_proba(renamed)[:, 1] == pytest.approx(
-        result.model.predict_proba(rows)[:, 1])
+        result.model.predict_proba(rows)[:, 1]
+    )

@@ -31,15 +31,17 @@ def snapshot_frame(seed: int = 0, entities: int = 400, weeks: int = 10) -> pd.Da
     x = rng.normal(size=n)
     tier = rng.choice(["gold", "silver", "bronze"], size=n)
     logit = -1.5 + 1.5 * x + np.where(tier == "gold", 1.0, 0.0)
-    return pd.DataFrame({
-        "lead_id": [f"L{i % entities:04d}" for i in range(n)],
-        "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")
-        + pd.to_timedelta(7 * (np.arange(n) // entities), unit="D"),
-        "label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
-        "x": x,
-        "noise": rng.normal(size=n),
-        "tier": pd.Series(tier, dtype="string"),
-    })
+    return pd.DataFrame(
+        {
+            "lead_id": [f"L{i % entities:04d}" for i in range(n)],
+            "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")
+            + pd.to_timedelta(7 * (np.arange(n) // entities), unit="D"),
+            "label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+            "x": x,
+            "noise": rng.normal(size=n),
+            "tier": pd.Series(tier, dtype="string"),
+        }
+    )
 
 
 def test_ece_is_zero_for_perfectly_calibrated_bins_and_the_gap_otherwise() -> None:
@@ -117,17 +119,23 @@ def test_time_split_gap_drops_training_snapshots_whose_label_window_is_open() ->
     split = time_split(frame, gap_days=14)
     # weeks 0-5 train without a gap; 14 days drop weeks 4 and 5
     assert split.train.sum() == 4 * 400
-    assert (frame["event_timestamp"][split.validation].min()
-            - frame["event_timestamp"][split.train].max()) == pd.Timedelta(days=21)
+    assert (
+        frame["event_timestamp"][split.validation].min()
+        - frame["event_timestamp"][split.train].max()
+    ) == pd.Timedelta(days=21)
 
 
 def test_data_check_names_every_split_short_of_its_minimum() -> None:
-    counts = [split_counts("train", pd.Series([1] * 50 + [0] * 2000)),
-              split_counts("test", pd.Series([1] * 40 + [0] * 10))]
+    counts = [
+        split_counts("train", pd.Series([1] * 50 + [0] * 2000)),
+        split_counts("test", pd.Series([1] * 40 + [0] * 10)),
+    ]
     check = check_counts(counts, Minimums())
     assert not check.ok
-    assert check.problems == ("train has 50 positives, needs at least 120",
-                              "test has 10 negatives, needs at least 30")
+    assert check.problems == (
+        "train has 50 positives, needs at least 120",
+        "test has 10 negatives, needs at least 30",
+    )
     with pytest.raises(NotEnoughData, match="train has 50 positives"):
         check.raise_if_failed()
 
@@ -176,12 +184,20 @@ def test_unknown_category_and_missing_column_score_without_error() -> None:
 
 
 def test_rules_apply_only_where_their_features_exist() -> None:
-    lead = pd.DataFrame({"touches_demo_request_90d": [1.0, 0.0],
-                         "days_since_last_touch": [3.0, 45.0],
-                         "seniority": ["vp", "individual"]})
+    lead = pd.DataFrame(
+        {
+            "touches_demo_request_90d": [1.0, 0.0],
+            "days_since_last_touch": [3.0, 45.0],
+            "seniority": ["vp", "individual"],
+        }
+    )
     rules = applicable_rules(LEAD_RULES, list(lead.columns))
-    assert {r.name for r in rules} == {"demo request (90 d)", "active last 7 d", "quiet over 30 d",
-                                       "director or above"}
+    assert {r.name for r in rules} == {
+        "demo request (90 d)",
+        "active last 7 d",
+        "quiet over 30 d",
+        "director or above",
+    }
     assert points(lead, rules).tolist() == [30 + 10 + 10, -10]
     assert applicable_rules(CHURN_RULES, list(lead.columns)) == ()
     with pytest.raises(ValueError, match="no scoring rule"):
