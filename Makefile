@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 MAVEN_DIR ?= ../shared/datasets/maven_crm
 PYTEST_ARGS ?=
+PORT ?= 3000
 
 .DEFAULT_GOAL := help
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install crm-intel with its dev extra
 
-demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both models → attribution report
+demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both models → attribution report → scoring API
 	$(BIN)/crm-intel simulate --data-dir $(DATA_DIR) --seed 7
 	$(BIN)/crm-intel features build --data-dir $(DATA_DIR)
 	$(BIN)/crm-intel features apply --data-dir $(DATA_DIR)
@@ -36,6 +37,7 @@ demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both 
 	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
 	@echo "Attribution report for marketers: $(DATA_DIR)/attribution/report.html"
 	@echo "Models and runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+	$(BIN)/crm-intel serve --data-dir $(DATA_DIR) --port $(PORT)
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, model)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -55,9 +57,22 @@ format: $(STAMP) ## Format and autofix with ruff
 bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, peak memory)
 	$(BIN)/python benchmarks/simulate.py
 
-bench: bench-simulate ## Run every benchmark (writes benchmarks/results/*.json)
+bench-features: $(STAMP) ## Benchmark: feature build, training set, materialize, online read (vs Feast)
+	$(BIN)/python benchmarks/features.py
+
+bench-train: $(STAMP) ## Benchmark: train on 1M lead snapshots (vs sklearn HistGradientBoosting)
+	$(BIN)/python benchmarks/train.py
+
+bench-attribution: $(STAMP) ## Benchmark: 1M journeys per model (vs ChannelAttribution; needs the bench extra)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/attribution.py
+
+bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow models serve), loopback only
+	$(BIN)/python benchmarks/serve.py
+
+bench: bench-simulate bench-features bench-train bench-attribution bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install demo test test-unit lint format bench bench-simulate clean
+.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-serve clean

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from crm_intel.commands import attribution, features, importing, simulating, training
+from crm_intel.commands import serving as serving_cmd
 
 app = typer.Typer(
     name="crm-intel",
@@ -25,6 +26,8 @@ app.add_typer(features.app, name="features")
 app.add_typer(attribution.app, name="attribution")
 app.add_typer(training.train_app, name="train")
 app.add_typer(training.models_app, name="models")
+app.add_typer(serving_cmd.app, name="score")
+app.command("serve")(serving_cmd.serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,6 +142,35 @@ def _print_channels(results: list[Any], summary: dict[str, Any]) -> None:
         )
 
 
+def write_run_metadata(journeys: Any, summary: dict, out: Path) -> dict[str, str] | None:
+    """Write ``run.json`` beside the credit table: the conversion period it covers, so the
+    scoring service can answer "credit for a period" from the latest run. Path files carry no
+    times, so they get no period."""
+    import json
+
+    import pandas as pd
+
+    from crm_intel.io import atomic_file
+
+    converted = getattr(journeys, "converted_at", None)
+    if converted is None:
+        return None
+    times = pd.to_datetime(pd.Series(converted)).dropna()
+    if times.empty:
+        return None
+    period = {
+        "period_start": times.min().date().isoformat(),
+        "period_end": times.max().date().isoformat(),
+    }
+    with atomic_file(Path(out).parent / "run.json") as tmp:
+        tmp.write_text(
+            json.dumps(
+                {**period, "credit": Path(out).name, "models": summary.get("models", [])}, indent=2
+            )
+        )
+    return period
+
+
 def run(
     out: Annotated[Path, typer.Option("--out", help="Credit table to write (.csv or .parquet).")],
     paths: PathsOption = None,
@@ -169,7 +198,13 @@ def run(
     table = credit_table(results)
     write_credit_table(table, out)
     summary = run_summary(journeys, results, truth)
-    summary.update(out=str(out), rows=len(table), seconds=round(time.perf_counter() - started, 2))
+    period = write_run_metadata(journeys, summary, out)
+    summary.update(
+        out=str(out),
+        rows=len(table),
+        seconds=round(time.perf_counter() - started, 2),
+        period=period,
+    )
     _print_channels(results, summary)
     console.print(f"wrote {len(table):,} rows → {out}")
     if json_:

@@ -70,6 +70,16 @@ def test_run_on_the_data_dir_reports_tvd_against_simulated_truth(
     assert set(payload["tvd"]) == {"last_touch", "linear", "data_driven"}
     assert all(0 <= v <= 1 for v in payload["tvd"].values())
     assert payload["source"] == "interactions"
+    # run.json beside the table gives the service the conversion period the run covers
+    meta = json.loads((tmp_path / "run.json").read_text())
+    leads = pd.read_parquet(small_data_dir / "raw" / "leads.parquet")
+    converted = leads["converted_at"].dropna()
+    assert meta["period_start"] >= converted.min().date().isoformat()
+    assert meta["period_start"] <= meta["period_end"] <= converted.max().date().isoformat()
+    assert meta["credit"] == "credit.parquet" and payload["period"] == {
+        "period_start": meta["period_start"],
+        "period_end": meta["period_end"],
+    }
 
 
 def test_report_writes_a_page_with_its_charts(tmp_path: Path, small_data_dir: Path) -> None:

@@ -1,0 +1,166 @@
+"""``crm-intel score leads|accounts`` (nightly bulk file) and ``crm-intel serve`` (the API)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crm_intel.commands.common import (
+    DataDirOption,
+    JsonOption,
+    console,
+    emit_json,
+    fail,
+    settings_for,
+)
+
+app = typer.Typer(
+    help="Bulk scoring for the CRM's nightly update: same fields as the API, to Parquet or CSV.",
+    no_args_is_help=True,
+)
+
+OutOption = Annotated[
+    Path, typer.Option("--out", help="Output file: .parquet or .csv.", show_default=False)
+]
+TopOption = Annotated[
+    int | None, typer.Option("--top-reasons", help="Reasons per score (default from settings).")
+]
+
+
+def _score(model: str, out: Path, data_dir: Path | None, top: int | None, json_: bool) -> None:
+    from features.store import FeatureStoreNotReadyError
+    from serving.batch import UnsupportedOutput, score_batch, write_scores
+    from serving.online import OnlineStoreUnavailable
+    from training.registry import NoChampion
+
+    settings = settings_for(data_dir)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise fail(f"--out {out}: use a .parquet or .csv file")
+    started = time.perf_counter()
+    try:
+        frame, champion = score_batch(settings, model, top=top)
+        write_scores(frame, out)
+    except (
+        NoChampion,
+        OnlineStoreUnavailable,
+        FeatureStoreNotReadyError,
+        FileNotFoundError,
+        UnsupportedOutput,
+    ) as err:
+        raise fail(str(err)) from None
+    seconds = time.perf_counter() - started
+    console.print(
+        f"scored {len(frame):,} with {model} v{champion.version} → {out} ({seconds:.1f}s)"
+    )
+    if json_:
+        grades = frame["grade"].value_counts().to_dict() if len(frame) else {}
+        emit_json(
+            {
+                "model": model,
+                "model_version": champion.version,
+                "rows": len(frame),
+                "out": str(out),
+                "seconds": round(seconds, 3),
+                "grades": grades,
+            }
+        )
+
+
+@app.command()
+def leads(
+    out: OutOption,
+    data_dir: DataDirOption = None,
+    top_reasons: TopOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Score every lead in the online store with the lead_conversion champion."""
+    _score("lead_conversion", out, data_dir, top_reasons, json_)
+
+
+@app.command()
+def accounts(
+    out: OutOption,
+    data_dir: DataDirOption = None,
+    top_reasons: TopOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Score every account in the online store with the churn_risk champion."""
+    _score("churn_risk", out, data_dir, top_reasons, json_)
+
+
+def _example_lead(settings: Any) -> str:
+    from serving.batch import entity_ids
+
+    try:
+        ids = entity_ids(settings, "lead")
+    except (OSError, ValueError, KeyError):
+        ids = []
+    return ids[0] if ids else "L0000001"
+
+
+def serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default 3000, or CRM_INTEL_SERVE_PORT).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Serve the scoring API (BentoML) on localhost with the MLflow champions.
+
+    Needs API keys in CRM_INTEL_API_KEYS; without them one key is generated for this run and
+    printed once, so that the curl example works.
+    """
+    from serving.demo import QUIET_ENV
+    from training.registry import MODEL_NAMES, champion_version
+
+    settings = settings_for(data_dir)
+    port = port or settings.serve_port
+    host = host or settings.serve_host
+    uri = settings.tracking_uri()
+    missing = [m for m in MODEL_NAMES if champion_version(uri, m) is None]
+    if missing:
+        raise fail(
+            f"no champion for {', '.join(missing)} in {uri}: train with "
+            "`crm-intel train lead` and `crm-intel train churn` first"
+        )
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "CRM_INTEL_DATA_DIR": str(settings.data_dir),
+        "MLFLOW_TRACKING_URI": uri,
+    }
+    key_shown = "$CRM_INTEL_API_KEY"
+    if not settings.api_keys:
+        key = secrets.token_urlsafe(24)
+        env["CRM_INTEL_API_KEYS"] = key
+        key_shown = key
+        console.print("[yellow]CRM_INTEL_API_KEYS is not set: generated a key for this run.[/]")
+    root = Path(__file__).resolve().parents[2]
+    example = _example_lead(settings)
+    console.print(f"serving on http://{host}:{port} (docs at /, OpenAPI at /docs.json); try:")
+    sys.stdout.write(
+        f"curl -s -X POST http://{host}:{port}/score_leads "
+        f"-H 'Authorization: Bearer {key_shown}' -H 'Content-Type: application/json' "
+        f'-d \'{{"lead_ids": ["{example}"]}}\'\n'
+    )
+    sys.stdout.flush()
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:CRMIntel",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(root),
+    ]
+    os.execve(sys.executable, command, env)  # bentoml takes over this process (and its signals)

@@ -1,0 +1,1 @@
+"""Scoring API (BentoML) and the scoring it shares with the nightly batch."""

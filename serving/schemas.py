@@ -1,0 +1,242 @@
+"""Request and response schemas of the scoring API (pydantic), declared once.
+
+The feature objects a request may send are built from :mod:`features.schema`, so the OpenAPI spec
+lists every feature with its type and an unknown feature name is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from crm_intel.contract import CHANNELS
+from features.schema import ACCOUNT_CATEGORICAL, ACCOUNT_NUMERIC, LEAD_CATEGORICAL, LEAD_NUMERIC
+
+MAX_IDS = 1000  # entities per scoring call
+MAX_PATHS = 1000  # journeys per attribution call
+MAX_PATH_LENGTH = 100  # touches per journey
+
+# CRM record ids: Salesforce (15/18 chars), HubSpot (digits), UUIDs, the simulator's L000123.
+EntityId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@#/+-]+$", examples=["L0000001"]),
+]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Category = Annotated[str, Field(max_length=200)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error, numbers must be finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _features_model(
+    name: str, numeric: tuple[str, ...], categorical: tuple[str, ...], doc: str
+) -> type[BaseModel]:
+    fields: dict[str, Any] = {n: (FiniteFloat | None, None) for n in numeric}
+    fields.update({c: (Category | None, None) for c in categorical})
+    model = create_model(name, __base__=Strict, **fields)
+    model.__doc__ = doc
+    return model
+
+
+LeadFeatures = _features_model(
+    "LeadFeatures",
+    LEAD_NUMERIC,
+    LEAD_CATEGORICAL,
+    "Lead features to use instead of (or where missing, besides) the online store's.",
+)
+AccountFeatures = _features_model(
+    "AccountFeatures",
+    ACCOUNT_NUMERIC,
+    ACCOUNT_CATEGORICAL,
+    "Account features to use instead of (or where missing, besides) the online store's.",
+)
+
+TopReasons = Annotated[int, Field(ge=0, le=200, description="Reasons per score (0 for none).")]
+
+
+class LeadInput(Strict):
+    lead_id: EntityId
+    features: LeadFeatures | None = None  # type: ignore[valid-type]
+
+
+class AccountInput(Strict):
+    account_id: EntityId
+    features: AccountFeatures | None = None  # type: ignore[valid-type]
+
+
+def _one_of(ids: list[str] | None, items: list[Any] | None, ids_name: str, items_name: str) -> None:
+    if (ids is None) == (items is None):
+        raise ValueError(f"give exactly one of {ids_name!r} or {items_name!r}")
+
+
+class ScoreLeadsRequest(Strict):
+    """Leads by id (features from the online store) or with features given."""
+
+    lead_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
+    leads: Annotated[list[LeadInput], Field(min_length=1, max_length=MAX_IDS)] | None = None
+    top_reasons: TopReasons = 3
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScoreLeadsRequest:
+        _one_of(self.lead_ids, self.leads, "lead_ids", "leads")
+        return self
+
+
+class ScoreAccountsRequest(Strict):
+    """Accounts by id (features from the online store) or with features given."""
+
+    account_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
+    accounts: Annotated[list[AccountInput], Field(min_length=1, max_length=MAX_IDS)] | None = None
+    top_reasons: TopReasons = 3
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScoreAccountsRequest:
+        _one_of(self.account_ids, self.accounts, "account_ids", "accounts")
+        return self
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | str | None
+    contribution: float = Field(description="TreeSHAP contribution in raw log-odds (> 0 raises).")
+    label: str = Field(description="The reason in plain words.")
+
+
+CrmValue = int | float | str | None
+
+
+class _Scored(BaseModel):
+    status: Literal["scored", "unknown"]
+    error: str | None = Field(None, description="Why this item was not scored.")
+    probability: float | None = None
+    score: int | None = Field(None, description="1–99: the calibrated probability in percent.")
+    grade: Literal["A", "B", "C", "D"] | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    log_odds: float | None = Field(None, description="The model's raw log-odds (margin).")
+    base_value: float | None = Field(
+        None, description="TreeSHAP base value: log_odds minus the sum of all contributions."
+    )
+    feature_timestamp: datetime | None = Field(None, description="Snapshot the features describe.")
+    features_source: Literal["online", "online+request", "request"] | None = None
+    crm_fields: dict[str, CrmValue] = Field(default_factory=dict)
+
+
+class LeadScore(_Scored):
+    lead_id: str
+
+
+class AccountScore(_Scored):
+    account_id: str
+    revenue_at_risk: float | None = Field(None, description="Churn probability × 12 × MRR.")
+
+
+class _Batch(BaseModel):
+    model: str
+    model_version: str
+    scored: int
+    unknown: int
+
+
+class ScoreLeadsResponse(_Batch):
+    results: list[LeadScore]
+
+
+class ScoreAccountsResponse(_Batch):
+    results: list[AccountScore]
+
+
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+
+
+class JourneyPath(Strict):
+    """One journey (or many identical ones): channels in order and what they led to."""
+
+    channels: Annotated[list[Channel], Field(min_length=1, max_length=MAX_PATH_LENGTH)]
+    conversions: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 1.0
+    value: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] = 0.0
+    nulls: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
+
+
+class Period(Strict):
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.end < self.start:
+            raise ValueError("period end is before its start")
+        return self
+
+
+AttributionModel = Literal[
+    "first_touch",
+    "last_touch",
+    "linear",
+    "time_decay",
+    "position_based",
+    "markov_1",
+    "markov_2",
+    "markov_3",
+    "shapley",
+    "data_driven",
+]
+
+
+class AttributionRequest(Strict):
+    """Credit for journeys given here, or the latest attribution run's credit for a period."""
+
+    journeys: Annotated[list[JourneyPath], Field(min_length=1, max_length=MAX_PATHS)] | None = None
+    period: Period | None = None
+    models: Annotated[list[AttributionModel], Field(min_length=1, max_length=10)] = Field(
+        default_factory=lambda: list[AttributionModel](["markov_1"])
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AttributionRequest:
+        if (self.journeys is None) == (self.period is None):
+            raise ValueError("give exactly one of 'journeys' or 'period'")
+        return self
+
+
+class ChannelCredit(BaseModel):
+    model: str
+    channel: str
+    conversions: float
+    value: float
+    share: float
+    value_share: float
+
+
+class AttributionResponse(BaseModel):
+    source: Literal["request", "latest_run"]
+    run: str | None = Field(None, description="The attribution run the credit comes from.")
+    period: Period | None = None
+    channels: list[ChannelCredit]
+
+
+class ModelInfo(BaseModel):
+    version: str
+    run_id: str | None
+    feature_service: str | None
+    features: list[str]
+    calibration: str | None
+    roc_auc: float | None
+    loaded_at: float | None
+    refresh_error: str | None
+
+
+class ModelInfoResponse(BaseModel):
+    models: dict[str, ModelInfo]
+    online_store: str
+    online_store_ready: bool
+    crm_field_names: dict[str, str]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any = None

@@ -1,0 +1,228 @@
+"""The scoring API: a BentoML 1.4 service over the MLflow champions and the Feast online store.
+
+Thin wiring: requests are validated by :mod:`serving.schemas`, features read by
+:mod:`serving.online`, scored by :mod:`serving.scoring` (no BentoML there, shared with the batch
+command) and champions kept current by :mod:`serving.champions`.
+
+Run with ``crm-intel serve`` or ``bentoml serve serving.service:CRMIntel``. Configuration comes
+from :class:`crm_intel.settings.Settings` (``CRM_INTEL_*`` and ``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from crm_intel.settings import Settings
+from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
+from serving.auth import APIKeyMiddleware, JSONOnlyMiddleware
+from serving.champions import Champions
+from serving.online import OnlineFeatures, OnlineStoreUnavailable
+from serving.schemas import (
+    AttributionRequest,
+    AttributionResponse,
+    ModelInfoResponse,
+    ScoreAccountsRequest,
+    ScoreAccountsResponse,
+    ScoreLeadsRequest,
+    ScoreLeadsResponse,
+)
+from serving.scoring import MODEL_ENTITIES, score_items
+from training.attribution.errors import AttributionError
+
+log = logging.getLogger("crm_intel.serving")
+# BentoML 1.4.39 reads ``model_fields`` from an instance on every request; pydantic 2.11 warns
+# each time, which floods the server log.
+warnings.filterwarnings(
+    "ignore",
+    message="Accessing the 'model_fields' attribute on the instance",
+    category=DeprecationWarning,
+)
+MODELS = ("lead_conversion", "churn_risk")
+READY_CACHE_SECONDS = 1.0
+
+info_app = FastAPI(title="crm-intel", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class _Auth(APIKeyMiddleware):
+    """API keys from the settings at server start (not at import)."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app, Settings().api_keys)
+
+
+def _unavailable(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
+
+
+_SERVER = Settings()  # read once at import for the server's shape (workers, logging, metrics)
+
+
+@bentoml.service(
+    name="crm_intel",
+    traffic={"timeout": 30},
+    workers=_SERVER.serve_workers,
+    threads=_SERVER.serve_threads,
+    metrics={"enabled": _SERVER.serve_metrics},
+    logging={"access": {"enabled": _SERVER.serve_access_log}},
+)
+@bentoml.asgi_app(info_app, path="/")
+class CRMIntel:
+    """Lead and churn scores with reasons, and channel attribution, for a CRM."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.champions = Champions(
+            MODELS, self.settings.tracking_uri(), self.settings.model_refresh_seconds
+        )
+        self.online = OnlineFeatures(self.settings)
+        problem = self.online.check()
+        if problem:
+            log.warning("online store not ready at start: %s", problem)
+        self._ready: tuple[float, str | None] = (time.monotonic(), problem)
+        self._ready_lock = threading.Lock()
+        self.champions.start()
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self.champions.stop()
+        self.online.close()
+
+    def _store_problem(self) -> str | None:
+        with self._ready_lock:
+            at, problem = self._ready
+            if time.monotonic() - at < READY_CACHE_SECONDS:
+                return problem
+        problem = self.online.check()
+        with self._ready_lock:
+            self._ready = (time.monotonic(), problem)
+        return problem
+
+    def __is_ready__(self) -> bool:
+        return self._store_problem() is None
+
+    def _score(
+        self,
+        model_name: str,
+        ids: list[str],
+        overrides: list[dict[str, Any] | None],
+        top: int,
+        response: type[Any],
+    ) -> Any:
+        champion = self.champions[model_name]  # one reference for the whole request
+        entity, _ = MODEL_ENTITIES[model_name]
+        try:
+            records = self.online.rows(entity, ids)
+        except OnlineStoreUnavailable as err:
+            with self._ready_lock:
+                self._ready = (time.monotonic(), str(err))
+            return _unavailable(str(err))
+        results = score_items(
+            model_name, champion.model, records, overrides, top, self.settings.crm_field_names
+        )
+        scored = sum(r["status"] == "scored" for r in results)
+        return response.model_validate(
+            {
+                "model": model_name,
+                "model_version": champion.version,
+                "scored": scored,
+                "unknown": len(results) - scored,
+                "results": results,
+            }
+        )
+
+    # Scoring is async on purpose: a request is ~1 ms of CPU, and running it on the event loop
+    # avoids handing the GIL back and forth with a worker thread, which under concurrency cost
+    # more than the scoring itself. The SQLite lock wait is bounded (online_store_timeout_ms).
+    @bentoml.api(input_spec=ScoreLeadsRequest)
+    async def score_leads(
+        self,
+        lead_ids: list[str] | None = None,
+        leads: list[Any] | None = None,
+        top_reasons: int = 3,
+    ) -> ScoreLeadsResponse:
+        """Lead conversion probability, 1–99 score, grade and top reasons per lead.
+
+        Send ``lead_ids`` (features from the online store) or ``leads`` with ``features`` that
+        override or fill the online ones; up to 1000 per call. An id the store does not know is
+        reported in its item (``status: unknown``) and the rest are scored.
+        """
+        ids, overrides = _unpack(lead_ids, leads, "lead_id")
+        return self._score("lead_conversion", ids, overrides, top_reasons, ScoreLeadsResponse)
+
+    @bentoml.api(input_spec=ScoreAccountsRequest)
+    async def score_accounts(
+        self,
+        account_ids: list[str] | None = None,
+        accounts: list[Any] | None = None,
+        top_reasons: int = 3,
+    ) -> ScoreAccountsResponse:
+        """Churn probability, 1–99 score, grade, revenue at risk and top reasons per account."""
+        ids, overrides = _unpack(account_ids, accounts, "account_id")
+        return self._score("churn_risk", ids, overrides, top_reasons, ScoreAccountsResponse)
+
+    @bentoml.api(input_spec=AttributionRequest)
+    def attribution(
+        self, journeys: list[Any] | None = None, period: Any = None, models: list[str] | None = None
+    ) -> AttributionResponse:
+        """Channel credit for journeys given in the request, or the latest run's for a period."""
+        models = list(models or ["markov_1"])
+        try:
+            if journeys is not None:
+                credit = credit_for_paths([j.model_dump() for j in journeys], models)
+            else:
+                credit = latest_credit(
+                    self.settings.data_dir / "attribution", period.start, period.end, models
+                )
+        except AttributionError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)  # type: ignore[return-value]
+        except NoAttributionRun as err:
+            return JSONResponse({"error": str(err)}, status_code=404)  # type: ignore[return-value]
+        out: dict[str, Any] = {
+            "source": credit.source,
+            "run": credit.run,
+            "channels": credit.channels,
+        }
+        if credit.period:
+            out["period"] = {"start": credit.period[0], "end": credit.period[1]}
+        return AttributionResponse.model_validate(out)
+
+    @info_app.get("/model_info", response_model=ModelInfoResponse)
+    def model_info(self) -> dict[str, Any]:
+        """The champions being served (version, features, run) and the online store's state."""
+        problem = self._store_problem()
+        return {
+            "models": self.champions.info(),
+            "online_store": problem or "ready",
+            "online_store_ready": problem is None,
+            "crm_field_names": self.settings.crm_field_names,
+        }
+
+
+# Outermost first: the key is checked before anything else looks at the request.
+CRMIntel.add_asgi_middleware(_Auth)  # type: ignore[attr-defined]  # bentoml.Service method
+CRMIntel.add_asgi_middleware(  # type: ignore[attr-defined]
+    JSONOnlyMiddleware,
+    paths=[f"/{name}" for name in CRMIntel.apis],  # type: ignore[attr-defined]
+)
+
+
+def _unpack(
+    ids: list[str] | None, items: list[Any] | None, key: str
+) -> tuple[list[str], list[dict[str, Any] | None]]:
+    if ids is not None:
+        return list(ids), [None] * len(ids)
+    assert items is not None  # the request schema guarantees one of them
+    out_ids, overrides = [], []
+    for item in items:
+        out_ids.append(getattr(item, key))
+        given = item.features.model_dump(exclude_unset=True) if item.features else None
+        overrides.append(given or None)
+    return out_ids, overrides

@@ -1,0 +1,453 @@
+"""The scoring service over HTTP in-process (``Service.to_asgi()`` + TestClient), against a real
+demo deployment: Feast online store, MLflow SQLite champions, the same scoring as the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from crm_intel.settings import Settings
+from serving.batch import entity_ids, score_batch, write_scores
+from serving.demo import Deployment, build_demo
+from training.registry import client_for, load_champion, promote
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-in-process"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """Demo CRM (300 accounts, 3k leads, 12 months) with features online and both champions;
+    shared by the service tests (built once per session)."""
+    return build_demo(tmp_path_factory.getbasetemp() / "serving-demo")
+
+
+@pytest.fixture(autouse=True)
+def _deployment_env(monkeypatch: pytest.MonkeyPatch, deployment: Deployment) -> None:
+    """The deployment's MLflow store for everything a test calls (it wins over settings)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deployment.tracking_uri)
+    monkeypatch.setenv("CRM_INTEL_DATA_DIR", str(deployment.data_dir))
+
+
+@pytest.fixture(scope="module")
+def settings(deployment: Deployment) -> Settings:
+    return Settings(data_dir=deployment.data_dir, mlflow_tracking_uri=deployment.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def client(deployment: Deployment) -> Iterator[TestClient]:
+    env = {
+        "CRM_INTEL_DATA_DIR": str(deployment.data_dir),
+        "MLFLOW_TRACKING_URI": deployment.tracking_uri,
+        "CRM_INTEL_API_KEYS": f"other,{KEY}",
+        "CRM_INTEL_MODEL_REFRESH_SECONDS": "0.3",
+        "CRM_INTEL_ONLINE_STORE_TIMEOUT_MS": "100",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        from serving.service import CRMIntel
+
+        with TestClient(CRMIntel.to_asgi(), raise_server_exceptions=False) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def lead_ids(settings: Settings) -> list[str]:
+    return entity_ids(settings, "lead")[:40]
+
+
+@pytest.fixture(scope="module")
+def account_ids(settings: Settings) -> list[str]:
+    frame, _ = score_batch(settings, "churn_risk")
+    return frame["account_id"].tolist()[:20]
+
+
+def _wait(predicate, timeout: float = 15.0, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+# ----------------------------------------------------------------------------------- auth
+
+
+def test_health_is_open_and_ready(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {KEY}"}]
+)
+@pytest.mark.parametrize("path", ["/score_leads", "/score_accounts", "/attribution"])
+def test_scoring_needs_a_valid_key(client, headers, path):
+    r = client.post(path, json={"lead_ids": ["L1"]}, headers=headers)
+    assert r.status_code == 401
+    assert KEY not in r.text
+
+
+def test_model_info_needs_a_key_and_names_the_champions(client, deployment):
+    assert client.get("/model_info").status_code == 401
+    info = client.get("/model_info", headers=AUTH).json()
+    assert info["models"]["lead_conversion"]["version"] == deployment.versions["lead_conversion"]
+    assert info["models"]["churn_risk"]["feature_service"] == "churn_risk_v1"
+    assert info["online_store_ready"] is True
+    assert info["crm_field_names"]["lead_score"] == "Lead_Score__c"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"lead_ids": []}, "lead_ids"),
+        ({"lead_ids": [f"L{i}" for i in range(1001)]}, "lead_ids"),
+        ({"lead_ids": [7]}, "lead_ids"),
+        ({"lead_ids": "L1"}, "lead_ids"),
+        ({"leads": [{"lead_id": "L1", "features": {"touches_7d": "lots"}}]}, "touches_7d"),
+        ({"leads": [{"lead_id": "L1", "features": {"no_such_feature": 1}}]}, "no_such_feature"),
+        ({"lead_ids": ["L1"], "top_reasons": "three"}, "top_reasons"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(client, body, field):
+    r = client.post("/score_leads", json=body, headers=AUTH)
+    assert r.status_code == 400
+    assert field in json.dumps(r.json())
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[]", b"null", b'{"lead_ids": [NaN]}'])
+def test_malformed_json_is_400(client, raw):
+    r = client.post(
+        "/score_leads", content=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+
+
+def test_non_json_content_type_is_415(client):
+    r = client.post(
+        "/score_leads",
+        content=b"lead_ids=L1",
+        headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 415
+
+
+# -------------------------------------------------------------------------------- scoring
+
+
+def test_lead_scores_equal_the_batch_and_explain_the_log_odds(client, settings, lead_ids, tmp_path):
+    # Given the nightly batch written to a file for the same leads
+    batch, champion = score_batch(settings, "lead_conversion", lead_ids, top=3)
+    write_scores(batch, tmp_path / "leads.parquet")
+    from_file = pd.read_parquet(tmp_path / "leads.parquet").set_index("lead_id")
+    # When the API scores them with every contribution
+    r = client.post("/score_leads", json={"lead_ids": lead_ids, "top_reasons": 200}, headers=AUTH)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == champion.version and body["scored"] == len(lead_ids)
+    # Then probability, score, grade and top reasons equal the batch, and the contributions
+    # plus the base value are the booster's raw log-odds
+    online = pd.DataFrame([{"lead_id": i} for i in lead_ids])
+    from features.store import online_features
+
+    features = online_features(settings, "lead", lead_ids)
+    raw = champion.model.booster_.predict(
+        champion.model._encode(features),
+        raw_score=True,
+        num_iteration=champion.model.best_iteration_,
+    )
+    for item, log_odds in zip(body["results"], raw, strict=True):
+        row = from_file.loc[item["lead_id"]]
+        assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
+        assert item["score"] == row["score"] and item["grade"] == row["grade"]
+        assert [r["feature"] for r in item["reasons"][:3]] == [
+            r["feature"] for r in json.loads(row["reasons"])
+        ]
+        total = sum(r["contribution"] for r in item["reasons"]) + item["base_value"]
+        assert total == pytest.approx(log_odds, abs=1e-9)
+        assert item["log_odds"] == pytest.approx(log_odds, abs=1e-9)
+        fields = item["crm_fields"]
+        assert (fields["Lead_Score__c"], fields["Lead_Grade__c"]) == (
+            row["Lead_Score__c"],
+            row["Lead_Grade__c"],
+        )
+        assert fields["Score_Reasons__c"].startswith(row["Score_Reasons__c"])
+        assert item["feature_timestamp"] is not None
+    assert len(online) == len(lead_ids)
+
+
+def test_unknown_id_is_reported_and_the_rest_scored(client, lead_ids):
+    r = client.post(
+        "/score_leads", json={"lead_ids": [lead_ids[0], "NOPE-1", lead_ids[1]]}, headers=AUTH
+    )
+    body = r.json()
+    assert r.status_code == 200 and body["scored"] == 2 and body["unknown"] == 1
+    assert [x["status"] for x in body["results"]] == ["scored", "unknown", "scored"]
+    assert "NOPE-1" in body["results"][1]["error"]
+
+
+def test_given_features_override_the_online_ones(client, settings, lead_ids):
+    lead = lead_ids[0]
+    base = client.post("/score_leads", json={"lead_ids": [lead]}, headers=AUTH).json()
+    given = {
+        "touches_pricing_page_view_30d": 6,
+        "touches_demo_request_30d": 2,
+        "days_since_last_high_intent": 1,
+    }
+    r = client.post(
+        "/score_leads", json={"leads": [{"lead_id": lead, "features": given}]}, headers=AUTH
+    )
+    item = r.json()["results"][0]
+    assert item["features_source"] == "online+request"
+    from features.store import online_features
+    from serving.scoring import score
+
+    features = online_features(settings, "lead", [lead])
+    for name, value in given.items():
+        features[name] = float(value)
+    champion = load_champion("lead_conversion", settings.tracking_uri())
+    expected = score(champion.model, features).frame["probability"].iloc[0]
+    assert item["probability"] == pytest.approx(expected, abs=1e-12)
+    assert item["probability"] != base["results"][0]["probability"]
+
+
+def test_a_lead_only_known_from_the_request_is_scored(client):
+    r = client.post(
+        "/score_leads",
+        json={
+            "leads": [
+                {
+                    "lead_id": "NEW-1",
+                    "features": {"touches_pricing_page_view_30d": 3, "seniority": "vp"},
+                }
+            ]
+        },
+        headers=AUTH,
+    )
+    item = r.json()["results"][0]
+    assert item["status"] == "scored" and item["features_source"] == "request"
+    assert item["feature_timestamp"] is None
+
+
+def test_account_scores_carry_revenue_at_risk(client, settings, account_ids):
+    r = client.post("/score_accounts", json={"account_ids": account_ids}, headers=AUTH)
+    assert r.status_code == 200
+    batch, _ = score_batch(settings, "churn_risk", account_ids)
+    batch = batch.set_index("account_id")
+    for item in r.json()["results"]:
+        row = batch.loc[item["account_id"]]
+        assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
+        assert item["revenue_at_risk"] == pytest.approx(row["revenue_at_risk"], rel=1e-9)
+        assert item["crm_fields"]["Revenue_At_Risk__c"] == round(row["revenue_at_risk"], 2)
+        assert item["crm_fields"]["Churn_Risk_Score__c"] == item["score"]
+
+
+# ---------------------------------------------------------------------------- attribution
+
+
+def test_attribution_for_journeys_in_the_request(client):
+    body = {
+        "journeys": [
+            {"channels": ["email", "webinar"], "conversions": 3, "nulls": 2, "value": 300.0},
+            {"channels": ["paid_search"], "conversions": 1, "nulls": 8},
+        ],
+        "models": ["linear", "markov_1"],
+    }
+    r = client.post("/attribution", json=body, headers=AUTH)
+    assert r.status_code == 200
+    rows = pd.DataFrame(r.json()["channels"])
+    linear = rows[rows["model"] == "linear"].set_index("channel")["conversions"]
+    assert linear.to_dict() == pytest.approx({"email": 1.5, "webinar": 1.5, "paid_search": 1.0})
+    for _, part in rows.groupby("model"):
+        assert part["conversions"].sum() == pytest.approx(4.0)
+
+
+def test_attribution_without_conversions_is_400(client):
+    r = client.post(
+        "/attribution",
+        json={"journeys": [{"channels": ["email"], "conversions": 0, "nulls": 5}]},
+        headers=AUTH,
+    )
+    assert r.status_code == 400 and "conversion" in r.json()["error"]
+
+
+def test_attribution_for_a_period_reads_the_latest_run(client, settings):
+    period = {"start": "2026-01-01", "end": "2026-03-31"}
+    r = client.post("/attribution", json={"period": period}, headers=AUTH)
+    assert r.status_code == 404 and "attribution" in r.json()["error"]
+    run = settings.data_dir / "attribution" / "run-1"
+    run.mkdir(parents=True)
+    try:
+        (run / "run.json").write_text(
+            json.dumps({"period_start": "2025-10-01", "period_end": "2026-06-30"})
+        )
+        pd.DataFrame(
+            {
+                "model": ["markov_1"] * 2,
+                "level": ["channel"] * 2,
+                "channel": ["email", "event"],
+                "content_id": [None, None],
+                "conversions": [3.0, 1.0],
+                "value": [30.0, 10.0],
+                "share": [0.75, 0.25],
+                "value_share": [0.75, 0.25],
+                "std_error": [None, None],
+            }
+        ).to_parquet(run / "credit.parquet")
+        body = client.post("/attribution", json={"period": period}, headers=AUTH).json()
+        assert body["source"] == "latest_run" and body["run"] == "run-1"
+        assert [c["channel"] for c in body["channels"]] == ["email", "event"]
+    finally:
+        shutil.rmtree(settings.data_dir / "attribution")
+
+
+# ------------------------------------------------------------------------ faults and swaps
+
+
+def _score_status(client, lead: str) -> int:
+    return client.post("/score_leads", json={"lead_ids": [lead]}, headers=AUTH).status_code
+
+
+def test_missing_online_store_is_503_and_not_ready_then_recovers(client, settings, lead_ids):
+    db = settings.feast_dir / "online.db"
+    aside = db.with_name("online.db.aside")
+    os.replace(db, aside)
+    try:
+        r = client.post("/score_leads", json={"lead_ids": lead_ids[:1]}, headers=AUTH)
+        assert r.status_code == 503 and "missing" in r.json()["error"]
+        assert _wait(lambda: client.get("/readyz").status_code == 503)
+        assert client.get("/model_info", headers=AUTH).json()["online_store_ready"] is False
+    finally:
+        os.replace(aside, db)
+    assert _wait(lambda: _score_status(client, lead_ids[0]) == 200)
+    assert _wait(lambda: client.get("/readyz").status_code == 200)
+
+
+def test_locked_online_store_is_503_quickly_then_recovers(client, settings, lead_ids):
+    lock = sqlite3.connect(settings.feast_dir / "online.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.perf_counter()
+        r = client.post("/score_leads", json={"lead_ids": lead_ids[:2]}, headers=AUTH)
+        assert r.status_code == 503 and "locked" in r.json()["error"]
+        assert time.perf_counter() - started < 3.0
+        assert _wait(lambda: client.get("/readyz").status_code == 503)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert _wait(lambda: _score_status(client, lead_ids[0]) == 200)
+    assert _wait(lambda: client.get("/readyz").status_code == 200)
+
+
+def test_champion_swap_is_picked_up_without_failing_a_request(client, deployment, lead_ids):
+    uri = deployment.tracking_uri
+    mlflow_client = client_for(uri)
+    name = "lead_conversion"
+    old = mlflow_client.get_model_version_by_alias(name, "champion")
+    new = mlflow_client.create_model_version(
+        name, source=old.source, run_id=old.run_id, model_id=getattr(old, "model_id", None)
+    )
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = client.post("/score_leads", json={"lead_ids": lead_ids[:5]}, headers=AUTH)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                versions.add(r.json()["model_version"])
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        promote(uri, name, new.version, "swap test")
+        swapped = _wait(
+            lambda: (
+                client.get("/model_info", headers=AUTH).json()["models"][name]["version"]
+                == str(new.version)
+            ),
+            timeout=30,
+        )
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join()
+        promote(uri, name, old.version, "swap test: restore")
+    assert swapped
+    assert statuses and set(statuses) == {200}
+    assert {str(old.version), str(new.version)} <= versions
+    assert _wait(
+        lambda: (
+            client.get("/model_info", headers=AUTH).json()["models"][name]["version"]
+            == str(old.version)
+        ),
+        timeout=30,
+    )
+
+
+def test_batch_command_writes_the_same_fields(settings, tmp_path):
+    from typer.testing import CliRunner
+
+    from crm_intel.cli import app
+
+    runner = CliRunner()
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri()}
+    out = tmp_path / "accounts.csv"
+    result = runner.invoke(
+        app,
+        ["score", "accounts", "--out", str(out), "--data-dir", str(settings.data_dir), "--json"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    frame = pd.read_csv(out)
+    assert summary["rows"] == len(frame) > 0
+    assert {
+        "account_id",
+        "probability",
+        "score",
+        "grade",
+        "revenue_at_risk",
+        "reasons",
+        "model_version",
+        "feature_timestamp",
+        "Churn_Risk_Score__c",
+        "Revenue_At_Risk__c",
+    } <= set(frame.columns)
+    assert np.all((frame["score"] >= 1) & (frame["score"] <= 99))
+    bad = runner.invoke(
+        app,
+        ["score", "leads", "--out", str(tmp_path / "x.xlsx"), "--data-dir", str(settings.data_dir)],
+        env=env,
+    )
+    assert bad.exit_code != 0 and ".parquet or .csv" in bad.output
+
+
+def test_service_stops_at_start_when_a_champion_is_missing(monkeypatch, tmp_path, deployment):
+    from serving.champions import MissingChampion
+    from serving.service import CRMIntel
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    monkeypatch.setenv("CRM_INTEL_API_KEYS", KEY)
+    # The class BentoML instantiates at start (a second ASGI app would re-register metrics).
+    with pytest.raises(MissingChampion, match="no champion for 'lead_conversion'"):
+        CRMIntel.inner()

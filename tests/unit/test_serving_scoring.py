@@ -1,0 +1,201 @@
+"""serving.scoring: the fast encoder equals the model's own path; scores, reasons, CRM fields."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving import scoring
+from training.model import CalibratedBoostingClassifier
+
+pytestmark = pytest.mark.unit
+
+
+def _leads(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "lead_id": [f"L{i:05d}" for i in range(n)],
+            "touches_pricing_page_view_30d": rng.poisson(1.0, n).astype(float),
+            "touches_7d": rng.poisson(2.0, n).astype(float),
+            "days_since_last_touch": np.where(rng.random(n) < 0.2, np.nan, rng.exponential(20, n)),
+            "seniority": pd.array(
+                rng.choice(["manager", "director", "vp", None], n), dtype="string"
+            ),
+            "source": pd.array(
+                rng.choice(["webinar", "list_import", "organic"], n), dtype="string"
+            ),
+        }
+    )
+    logit = (
+        -2
+        + 0.8 * frame["touches_pricing_page_view_30d"]
+        + 0.2 * frame["touches_7d"]
+        + (frame["seniority"] == "vp").fillna(False).astype(float)
+    )
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame, y
+
+
+FEATURES = [
+    "touches_pricing_page_view_30d",
+    "touches_7d",
+    "days_since_last_touch",
+    "seniority",
+    "source",
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> CalibratedBoostingClassifier:
+    frame, y = _leads(1500, seed=3)
+    return CalibratedBoostingClassifier(
+        n_estimators=60, num_leaves=7, min_child_samples=20, early_stopping_rounds=20
+    ).fit(frame[FEATURES], y)
+
+
+@pytest.fixture()
+def rows() -> pd.DataFrame:
+    frame, _ = _leads(40, seed=9)
+    frame.loc[0, "seniority"] = "never-seen-level"  # unseen category
+    frame.loc[1, "seniority"] = pd.NA
+    frame.loc[2, "touches_7d"] = np.nan
+    return frame
+
+
+def test_encoder_matches_the_models_pandas_path_exactly(model, rows):
+    # Given rows with a missing value, an unseen category and an id column the model ignores
+    # When contributions come through the fast encoder
+    fast = scoring.contributions(model, rows)
+    # Then they equal the model's own contributions bit for bit
+    np.testing.assert_array_equal(fast, model.contributions(rows).to_numpy())
+
+
+def test_records_and_frames_encode_identically(model, rows):
+    # Given the same values as a DataFrame (batch) and as dicts (API: None for missing)
+    records = [
+        {
+            k: (None if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v)
+            for k, v in r.items()
+        }
+        for r in rows.to_dict("records")
+    ]
+    # Then both encoders give the same matrix, NaN where they should
+    np.testing.assert_array_equal(
+        scoring.encode_records(model, records), scoring.encode(model, rows)
+    )
+
+
+def test_contributions_plus_base_are_the_raw_log_odds(model, rows):
+    scored = scoring.score(model, rows, top=2)
+    raw = model.booster_.predict(
+        model._encode(rows), raw_score=True, num_iteration=model.best_iteration_
+    )
+    total = scored.contributions.sum(axis=1).to_numpy() + scored.frame["base_value"].to_numpy()
+    assert total == pytest.approx(raw, abs=1e-9)
+    assert scored.frame["raw_log_odds"].to_numpy() == pytest.approx(raw, abs=1e-9)
+
+
+def test_probability_score_grade_follow_the_calibrated_model(model, rows):
+    scored = scoring.score(model, rows)
+    p = model.predict_proba(rows)[:, 1]
+    assert scored.frame["probability"].to_numpy() == pytest.approx(p, abs=1e-12)
+    expected = np.clip(np.rint(100 * p), 1, 99).astype(int)
+    assert scored.frame["score"].tolist() == expected.tolist()
+    grades = scored.frame.set_index("score")["grade"]
+    for score_, grade in grades.items():
+        assert grade == (
+            "A" if score_ >= 50 else "B" if score_ >= 25 else "C" if score_ >= 10 else "D"
+        )
+
+
+def test_scores_do_not_depend_on_batch_size_or_row_order(model, rows):
+    together = scoring.score(model, rows).frame["probability"].to_numpy()
+    alone = [
+        scoring.score(model, rows.iloc[[i]]).frame["probability"].iloc[0] for i in range(len(rows))
+    ]
+    assert np.array_equal(together, np.array(alone))
+    backwards = scoring.score(model, rows.iloc[::-1]).frame["probability"].to_numpy()
+    assert np.array_equal(backwards[::-1], together)
+
+
+def test_reasons_are_the_largest_absolute_contributions_with_labels(model, rows):
+    scored = scoring.score(model, rows, top=3)
+    for i, reasons in enumerate(scored.reasons):
+        row = scored.contributions.iloc[i]
+        expected = row.abs().sort_values(ascending=False, kind="stable").index[:3].tolist()
+        assert [r.feature for r in reasons] == expected
+        for r in reasons:
+            assert r.contribution == pytest.approx(row[r.feature])
+            assert r.label
+    first = scored.reasons[3]
+    pricing = [r for r in first if r.feature == "touches_pricing_page_view_30d"]
+    if pricing:
+        assert "pricing page" in pricing[0].label
+
+
+def test_top_zero_gives_no_reasons(model, rows):
+    assert scoring.score(model, rows, top=0).reasons == [[] for _ in range(len(rows))]
+
+
+def test_revenue_at_risk_is_probability_times_annual_mrr(model, rows):
+    mrr = np.linspace(0, 1000, len(rows))
+    mrr[5] = np.nan
+    scored = scoring.score(model, rows, value=mrr)
+    expected = scored.frame["probability"].to_numpy() * 12 * np.nan_to_num(mrr)
+    assert scored.frame["revenue_at_risk"].to_numpy() == pytest.approx(expected)
+
+
+def _online(rows: pd.DataFrame, found: list[bool]) -> pd.DataFrame:
+    out = rows.copy()
+    out.insert(1, "event_timestamp", pd.Timestamp("2026-01-05", tz="UTC"))
+    out.insert(2, "found", found)
+    out.loc[~out["found"], FEATURES] = np.nan
+    out.loc[~out["found"], "event_timestamp"] = pd.NaT
+    return out
+
+
+def test_score_items_reports_unknown_ids_and_scores_the_rest(model, rows):
+    online = _online(rows.head(4), [True, False, True, False])
+    names = {
+        "lead_score": "Lead_Score__c",
+        "lead_grade": "Lead_Grade__c",
+        "lead_reasons": "Score_Reasons__c",
+    }
+    overrides = [None, None, {"touches_7d": 9.0}, {"touches_pricing_page_view_30d": 4.0}]
+    records = [
+        {
+            k: (None if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v)
+            for k, v in r.items()
+        }
+        for r in online.to_dict("records")
+    ]
+    out = scoring.score_items("lead_conversion", model, records, overrides, 2, names)
+    assert [r["status"] for r in out] == ["scored", "unknown", "scored", "scored"]
+    assert "not in the online store" in out[1]["error"]
+    assert [r.get("features_source") for r in out] == ["online", None, "online+request", "request"]
+    assert out[0]["crm_fields"]["Lead_Score__c"] == out[0]["score"]
+    assert out[0]["crm_fields"]["Score_Reasons__c"] == "; ".join(
+        r["label"] for r in out[0]["reasons"]
+    )
+    # the override is what was scored
+    given = rows.head(3).copy()
+    given.loc[2, "touches_7d"] = 9.0
+    expected = scoring.score(model, given.iloc[[2]]).frame["probability"].iloc[0]
+    assert out[2]["probability"] == pytest.approx(expected, abs=1e-15)
+    assert out[3]["feature_timestamp"] is None
+
+
+def test_batch_frame_holds_the_api_fields_and_crm_columns(model, rows):
+    online = _online(rows.head(5), [True] * 5)
+    scored = scoring.score(model, online, top=2)
+    names = {"lead_score": "S", "lead_grade": "G", "lead_reasons": "R"}
+    out = scoring.batch_frame("lead", online, scored, "lead_conversion", "3", names)
+    assert list(out["lead_id"]) == list(rows.head(5)["lead_id"])
+    assert out["S"].tolist() == out["score"].tolist()
+    assert out["model_version"].unique().tolist() == ["3"]
+    reasons = json.loads(out.loc[0, "reasons"])
+    assert [r["feature"] for r in reasons] == [r.feature for r in scored.reasons[0]]
