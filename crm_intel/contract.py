@@ -293,6 +293,38 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
+MAX_PROBLEMS_PER_CHECK = 5
+
+
+def _row_problems(
+    table: str,
+    source: str,
+    column: str,
+    flagged: np.ndarray,
+    template: str,
+    value: pd.Series | None = None,
+    other: pd.Series | None = None,
+) -> list[Problem]:
+    """One :class:`Problem` for each of the first flagged rows (positions, 0-based).
+
+    ``template`` is formatted with ``value`` and ``other``: that row's entries of the two series.
+    """
+    rows = np.flatnonzero(np.asarray(flagged, dtype=bool))[:MAX_PROBLEMS_PER_CHECK]
+    return [
+        Problem(
+            table,
+            source,
+            int(i) + 1,
+            column,
+            template.format(
+                value=None if value is None else value.iloc[i],
+                other=None if other is None else other.iloc[i],
+            ),
+        )
+        for i in rows
+    ]
+
+
 def pandera_schema(spec: TableSpec) -> pa.DataFrameSchema:
     """The pandera schema of a contract table (types, nulls, allowed values, ranges, unique key)."""
     columns = {}
@@ -399,16 +431,15 @@ def coerce_table(frame: pd.DataFrame, spec: TableSpec, source: str = "") -> pd.D
             out[col.name] = pd.Series(pd.NA, index=frame.index, dtype=DTYPES[col.kind])
             continue
         cast, bad = _coerce_column(frame[col.name], col)
-        for i in np.flatnonzero(bad.to_numpy())[:5]:
-            problems.append(
-                Problem(
-                    spec.name,
-                    source,
-                    int(i) + 1,
-                    col.name,
-                    f"{frame[col.name].iloc[i]!r} is not {_describe_kind(col)}",
-                )
-            )
+        raw = frame[col.name]
+        problems += _row_problems(
+            spec.name,
+            source,
+            col.name,
+            bad.to_numpy(),
+            f"{{value!r}} is not {_describe_kind(col)}",
+            raw,
+        )
         out[col.name] = cast
     if problems:
         raise ContractError(problems)
@@ -453,42 +484,36 @@ def validate_table(
     problems: list[Problem] = []
     for earlier, later in spec.not_after:
         bad = (typed[later] < typed[earlier]).fillna(False).to_numpy()
-        for i in np.flatnonzero(bad)[:5]:
-            problems.append(
-                Problem(
-                    spec.name,
-                    source,
-                    int(i) + 1,
-                    later,
-                    f"{typed[later].iloc[i]} is before {earlier} {typed[earlier].iloc[i]}",
-                )
-            )
+        problems += _row_problems(
+            spec.name,
+            source,
+            later,
+            bad,
+            f"{{value}} is before {earlier} {{other}}",
+            typed[later],
+            typed[earlier],
+        )
     if now is not None:
         for col in spec.columns:
             if col.kind in ("timestamp", "date") and not col.future_ok:
                 bad = (typed[col.name] > now).fillna(False).to_numpy()
-                for i in np.flatnonzero(bad)[:5]:
-                    problems.append(
-                        Problem(
-                            spec.name,
-                            source,
-                            int(i) + 1,
-                            col.name,
-                            f"{typed[col.name].iloc[i]} is in the future (after {now})",
-                        )
-                    )
-    if spec.name == "interactions":
-        orphan = (typed["lead_id"].isna() & typed["account_id"].isna()).to_numpy()
-        for i in np.flatnonzero(orphan)[:5]:
-            problems.append(
-                Problem(
+                problems += _row_problems(
                     spec.name,
                     source,
-                    int(i) + 1,
-                    "lead_id",
-                    "an interaction needs a lead_id or an account_id",
+                    col.name,
+                    bad,
+                    f"{{value}} is in the future (after {now})",
+                    typed[col.name],
                 )
-            )
+    if spec.name == "interactions":
+        orphan = (typed["lead_id"].isna() & typed["account_id"].isna()).to_numpy()
+        problems += _row_problems(
+            spec.name,
+            source,
+            "lead_id",
+            orphan,
+            "an interaction needs a lead_id or an account_id",
+        )
     if problems:
         raise ContractError(problems)
     return typed
@@ -530,16 +555,14 @@ def validate_tables(
             key = TABLES[ref].primary_key[0]
             values = typed[name][column]
             bad = (values.notna() & ~values.isin(typed[ref][key])).to_numpy()
-            for i in np.flatnonzero(bad)[:5]:
-                problems.append(
-                    Problem(
-                        name,
-                        sources.get(name, name),
-                        int(i) + 1,
-                        column,
-                        f"{values.iloc[i]!r} names no row of {ref}",
-                    )
-                )
+            problems += _row_problems(
+                name,
+                sources.get(name, name),
+                column,
+                bad,
+                f"{{value!r}} names no row of {ref}",
+                values,
+            )
     if problems:
         raise ContractError(problems)
     return typed
