@@ -684,6 +684,17 @@ def _touches(
     }
 
 
+def _intent(effect_sum: np.ndarray) -> np.ndarray:
+    """Intent at the start of each week of age (columns 0..lifetime) from the touches before it:
+    each week's effects, decayed by ``INTENT_DECAY`` per week."""
+    intent = np.zeros((effect_sum.shape[0], effect_sum.shape[1] + 1))
+    running = np.zeros(effect_sum.shape[0])
+    for age in range(effect_sum.shape[1]):
+        running = running * INTENT_DECAY + np.maximum(effect_sum[:, age], 0.0)
+        intent[:, age + 1] = running
+    return intent
+
+
 class LeadProcess:
     """The lead conversion process: hazards, clocks, counterfactuals and exact truth."""
 
@@ -717,13 +728,8 @@ class LeadProcess:
         created = self.leads["created_week"][rows]
         ages = np.arange(1, self.life + 1)
         week = created[:, None] + ages[None, :]
-        intent = np.zeros((len(rows), self.life))
-        running = np.zeros(len(rows))
-        for a in range(self.life):
-            running = running * INTENT_DECAY + np.maximum(effect_sum[:, a], 0.0)
-            intent[:, a] = running
         hazard = np.exp(self.leads["eta"][rows][:, None] + self.cal.season[week]) * (
-            BASE_INTENT + intent
+            BASE_INTENT + _intent(effect_sum)[:, 1:]
         )
         hazard[week >= self.cal.weeks] = 0.0
         passed = np.cumsum(hazard, axis=1) >= self.clock[rows][:, None]
@@ -876,12 +882,7 @@ class LeadProcess:
         lead_idx = lead_idx.astype(np.int32)
         a_idx = (a_idx + 1).astype(np.int16)
         del week, open_
-        # intent at the start of each age, from touches before it
-        intent = np.zeros((leads["n"], life + 1))
-        running = np.zeros(leads["n"])
-        for age in range(life):
-            running = running * INTENT_DECAY + np.maximum(self.effect_sum[:, age], 0.0)
-            intent[:, age + 1] = running
+        intent = _intent(self.effect_sum)
         _, tables = self._future_tables(content)
         flat = tables.ravel()
         horizon = cfg.window_weeks - 1  # whole weeks fully inside the window: 0..horizon-1
