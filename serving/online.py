@@ -1,14 +1,13 @@
 """The service's read of the Feast online store, with the failures a live service meets.
 
-Wraps :class:`features.store.OnlineReader` so that a missing, replaced or locked SQLite online
-store becomes :class:`OnlineStoreUnavailable` (answered 503) instead of a hang or a 500, and so
-that the store recovers by itself once the file is back: the reader is rebuilt whenever the file
-is replaced (new inode, e.g. re-materialised elsewhere and moved in) or after a failure.
+Wraps :class:`features.store.OnlineReader` so that a missing or locked SQLite online store
+becomes :class:`OnlineStoreUnavailable` (answered 503) instead of a hang or a 500, and so that
+the store recovers by itself once the file is back: the reader follows a replaced file (what
+``crm-intel features materialize`` does) and is rebuilt from the registry after a failure.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -36,42 +35,19 @@ class OnlineFeatures:
         self.timeout_ms = settings.online_store_timeout_ms if timeout_ms is None else timeout_ms
         self._lock = threading.Lock()
         self._reader: OnlineReader | None = None
-        self._inode: tuple[int, int] | None = None
 
-    def _identity(self) -> tuple[int, int]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+    def _current(self) -> OnlineReader:
+        if not self.path.exists():
             raise OnlineStoreUnavailable(
                 f"online store {self.path} is missing: run `crm-intel features apply` and "
                 "`crm-intel features materialize`"
-            ) from None
-        return st.st_dev, st.st_ino
-
-    def _close(self) -> None:
-        if self._reader is not None:
-            # Feast's SQLite store keeps one connection; drop it so the next read reopens.
-            online: Any = self._reader._online  # noqa: SLF001
-            conn = getattr(online, "_conn", None)
-            if conn is not None:
-                conn.close()
-                online._conn = None  # noqa: SLF001
-        self._reader = None
-        self._inode = None
-
-    def _current(self) -> OnlineReader:
-        identity = self._identity()
+            )
         with self._lock:
-            if self._reader is not None and self._inode == identity:
-                return self._reader
-            self._close()
-            reader = OnlineReader(feature_store(self.settings))
-            # Feast opens its connection lazily and waits 5 s on a lock; answer sooner.
-            online: Any = reader._online  # noqa: SLF001
-            conn = online._get_conn(reader.store.config)  # noqa: SLF001
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_ms)}")
-            self._reader, self._inode = reader, identity
-            return reader
+            if self._reader is None:
+                # the reader follows a re-materialised (replaced) file by itself; Feast waits
+                # 5 s on a lock by default, the service answers sooner
+                self._reader = OnlineReader(feature_store(self.settings), self.timeout_ms)
+            return self._reader
 
     def _read(self, how: str, entity: str, ids: Sequence[str]) -> Any:
         reader = self._current()
@@ -79,8 +55,9 @@ class OnlineFeatures:
             return getattr(reader, how)(entity, list(ids))
         except (sqlite3.Error, FeatureStoreNotReadyError) as err:
             with self._lock:
-                if self._reader is reader:
-                    self._close()
+                if self._reader is reader:  # rebuilt from the registry on the next read
+                    reader.close()
+                    self._reader = None
             raise OnlineStoreUnavailable(_explain(err, self.path)) from None
 
     def frame(self, entity: str, ids: Sequence[str]) -> pd.DataFrame:
@@ -112,11 +89,18 @@ class OnlineFeatures:
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = None
 
 
 def _explain(err: BaseException, path: Path) -> str:
     text = str(err)
+    if "does not exist" in text:
+        return (
+            f"online store {path} is missing: run `crm-intel features apply` and "
+            "`crm-intel features materialize`"
+        )
     if "locked" in text or "busy" in text:
         return f"online store {path} is locked (materialisation running?); retry shortly"
     if "no such table" in text:

@@ -94,7 +94,7 @@ def materialize(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Write each entity's latest feature row into the SQLite online store (one transaction)."""
+    """Write each entity's latest feature row into the SQLite online store (swapped in whole)."""
     from features.store import materialize as run
 
     settings = settings_for(data_dir)

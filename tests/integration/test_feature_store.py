@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,76 @@ def test_failed_materialize_leaves_the_online_store_unchanged(
         assert (
             conn.execute("SELECT count(*) FROM crm_intel_lead_features").fetchone() == rows_before
         )
+
+
+def _table_rows(data: Settings, table: str) -> list[tuple]:
+    with sqlite3.connect(data.feast_dir / "online.db") as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY entity_key, feature_name").fetchall()
+
+
+def test_materialize_swaps_the_store_under_open_readers_and_they_follow(
+    settings: Settings, tmp_path: Path
+) -> None:
+    data = Settings(data_dir=tmp_path / "d")
+    shutil.copytree(settings.data_dir, data.data_dir)
+    ids = ["L0000001", "L0000002", "L0000003"]
+    reader = feature_store_module.OnlineReader(feature_store(data), busy_timeout_ms=0)
+    before = reader.frame("lead", ids)
+    accounts = _table_rows(data, "crm_intel_account_features")
+    assert before["found"].all() and accounts
+    # while one thread reads the store without pause (and no wait on a lock allowed)
+    errors: list[BaseException] = []
+    reads = []
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        while not stop.is_set():
+            try:
+                reads.append(reader.rows("lead", ids[:1])[0]["found"])
+            except BaseException as err:  # noqa: BLE001 (any failure fails the test)
+                errors.append(err)
+
+    thread = threading.Thread(target=read_forever)
+    thread.start()
+    try:
+        # when only the leads are materialised again, as of an earlier time
+        end = before["event_timestamp"].min() - pd.Timedelta(days=1)
+        result = materialize(data, entities_=["lead"], end=end.to_pydatetime())
+    finally:
+        stop.set()
+        thread.join()
+    # then no read failed or waited, and the open reader now reads the new file
+    assert not errors and len(reads) > 10 and all(reads)
+    after = reader.frame("lead", ids)
+    expected = feature_store_module.latest_rows(
+        data.features_dir / "lead_features.parquet", "lead_id", end.to_pydatetime()
+    ).to_pandas()
+    expected = expected[expected["lead_id"].isin(ids)].set_index("lead_id")
+    assert result.rows["lead"] > 0
+    for lead in ids:
+        row = after.set_index("lead_id").loc[lead]
+        if lead in expected.index:
+            assert row["event_timestamp"] == expected.loc[lead, "event_timestamp"]
+            assert row["event_timestamp"] <= end
+        else:
+            assert not row["found"]
+    # and the accounts' table, not materialised this time, was carried over row for row
+    assert _table_rows(data, "crm_intel_account_features") == accounts
+    # and no temporary file is left beside the store
+    assert sorted(p.name for p in data.feast_dir.iterdir()) == ["online.db", "registry.db"]
+
+
+@pytest.mark.parametrize("value", ["L0000001", "", "Ünïcødé-ß", "x" * 300])
+def test_fast_entity_keys_equal_feasts_serialisation(value: str) -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    feast_key = serialize_entity_key(
+        EntityKey(join_keys=["lead_id"], entity_values=[Value(string_val=value)]),
+        entity_key_serialization_version=3,
+    )
+    assert feature_store_module._entity_keys("lead_id", ["L0", value])[1] == feast_key
 
 
 def test_steps_out_of_order_say_what_to_run(tmp_path: Path) -> None:
