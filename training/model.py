@@ -308,12 +308,14 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
             self.best_iteration_ = rounds
         return self
 
-    def _encode(self, X: pd.DataFrame) -> pd.DataFrame:
+    def encode(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` as the booster sees it: the trained columns in order, categoricals on the
+        training vocabulary (unseen values → missing)."""
         return encode_frame(X, list(self.feature_names_in_), self.categories_)
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(
-            self.booster_.predict(self._encode(X), num_iteration=self.best_iteration_)
+            self.booster_.predict(self.encode(X), num_iteration=self.best_iteration_)
         )
 
     def raw_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -331,7 +333,7 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Exact TreeSHAP contributions in raw log-odds, one column per feature plus ``bias``."""
         values = self.booster_.predict(
-            self._encode(X), num_iteration=self.best_iteration_, pred_contrib=True
+            self.encode(X), num_iteration=self.best_iteration_, pred_contrib=True
         )
         return pd.DataFrame(values, index=X.index, columns=[*self.feature_names_in_, "bias"])
 

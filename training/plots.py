@@ -105,7 +105,7 @@ def shap_summary_plot(
     sample = X.sample(min(max_rows, len(X)), random_state=random_state) if len(X) else X
     contrib = model.contributions(sample)
     values = contrib.drop(columns="bias").to_numpy()
-    shown = model._encode(sample).apply(
+    shown = model.encode(sample).apply(
         lambda s: s.cat.codes.replace(-1, np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s
     )
     shap.summary_plot(values, shown, max_display=20, show=False, plot_size=(7, 7))
