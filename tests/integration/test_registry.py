@@ -132,7 +132,7 @@ def test_loader_returns_a_calibrated_model_with_its_booster_and_metadata(uri: st
     rows = result.holdout[meta["feature_names"]].head(20)
     assert version == "1"
     assert model.predict_proba(rows)[:, 1] == pytest.approx(result.model.predict_proba(rows)[:, 1])
-    contrib = model.booster_.predict(model._encode(rows), pred_contrib=True)
+    contrib = model.booster_.predict(model.encode(rows), pred_contrib=True)
     assert contrib.shape == (20, len(meta["feature_names"]) + 1)
     assert meta["feature_names"] == [
         "touches_demo_request_90d",

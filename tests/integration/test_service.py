@@ -169,7 +169,7 @@ def test_lead_scores_equal_the_batch_and_explain_the_log_odds(client, settings, 
 
     features = online_features(settings, "lead", lead_ids)
     raw = champion.model.booster_.predict(
-        champion.model._encode(features),
+        champion.model.encode(features),
         raw_score=True,
         num_iteration=champion.model.best_iteration_,
     )

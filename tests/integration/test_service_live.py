@@ -72,7 +72,7 @@ def test_live_scores_equal_batch_and_contributions_sum_to_log_odds(server, setti
         zip(
             ids,
             champion.model.booster_.predict(
-                champion.model._encode(features),
+                champion.model.encode(features),
                 raw_score=True,
                 num_iteration=champion.model.best_iteration_,
             ),

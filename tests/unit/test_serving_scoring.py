@@ -92,7 +92,7 @@ def test_records_and_frames_encode_identically(model, rows):
 def test_contributions_plus_base_are_the_raw_log_odds(model, rows):
     scored = scoring.score(model, rows, top=2)
     raw = model.booster_.predict(
-        model._encode(rows), raw_score=True, num_iteration=model.best_iteration_
+        model.encode(rows), raw_score=True, num_iteration=model.best_iteration_
     )
     total = scored.contributions.sum(axis=1).to_numpy() + scored.frame["base_value"].to_numpy()
     assert total == pytest.approx(raw, abs=1e-9)
