@@ -8,9 +8,11 @@ the store recovers by itself once the file is back: the reader follows a replace
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,17 @@ class OnlineStoreUnavailable(RuntimeError):
     """The online store cannot be read now (missing, locked, not materialised)."""
 
 
+class OnlineStoreLocked(OnlineStoreUnavailable):
+    """Another connection holds a write lock on the online store."""
+
+
 class OnlineFeatures:
-    """Online feature vectors for the service; thread-safe; opens nothing until first used."""
+    """Online feature vectors for the service; thread-safe; opens nothing until first used.
+
+    A read never blocks on a locked store inside SQLite (busy timeout 0): :meth:`rows` and
+    :meth:`frame` retry with ``time.sleep`` and :meth:`rows_async` with ``asyncio.sleep``, for
+    up to ``timeout_ms`` in all, so a lock held elsewhere never stalls the service's event loop.
+    """
 
     def __init__(self, settings: Settings, timeout_ms: int | None = None):
         self.settings = settings
@@ -44,21 +55,33 @@ class OnlineFeatures:
             )
         with self._lock:
             if self._reader is None:
-                # the reader follows a re-materialised (replaced) file by itself; Feast waits
-                # 5 s on a lock by default, the service answers sooner
-                self._reader = OnlineReader(feature_store(self.settings), self.timeout_ms)
+                # the reader follows a re-materialised (replaced) file by itself
+                self._reader = OnlineReader(feature_store(self.settings), busy_timeout_ms=0)
             return self._reader
 
-    def _read(self, how: str, entity: str, ids: Sequence[str]) -> Any:
+    def _read_once(self, how: str, entity: str, ids: Sequence[str]) -> Any:
         reader = self._current()
         try:
             return getattr(reader, how)(entity, list(ids))
         except (sqlite3.Error, FeatureStoreNotReadyError) as err:
+            message = _explain(err, self.path)
+            if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
+                raise OnlineStoreLocked(message) from None
             with self._lock:
                 if self._reader is reader:  # rebuilt from the registry on the next read
                     reader.close()
                     self._reader = None
-            raise OnlineStoreUnavailable(_explain(err, self.path)) from None
+            raise OnlineStoreUnavailable(message) from None
+
+    def _read(self, how: str, entity: str, ids: Sequence[str]) -> Any:
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        for pause in _pauses():
+            try:
+                return self._read_once(how, entity, ids)
+            except OnlineStoreLocked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
 
     def frame(self, entity: str, ids: Sequence[str]) -> pd.DataFrame:
         """:meth:`features.store.OnlineReader.frame` for ``ids`` (the batch's read).
@@ -78,11 +101,28 @@ class OnlineFeatures:
         rows: list[dict[str, Any]] = self._read("rows", entity, ids)
         return rows
 
+    async def rows_async(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """:meth:`rows` for an event loop: waits on a lock with ``asyncio.sleep``.
+
+        Raises:
+            OnlineStoreUnavailable: the store is missing, locked or not materialised.
+        """
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        for pause in _pauses():
+            try:
+                rows: list[dict[str, Any]] = self._read_once("rows", entity, ids)
+                return rows
+            except OnlineStoreLocked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # _pauses() never ends
+
     def check(self) -> str | None:
-        """None when a read works now, else why not (for ``/readyz``)."""
+        """None when a read works now, else why not (for ``/readyz``); never waits."""
         try:
-            self.rows("lead", [PROBE_ID])
-            self.rows("account", [PROBE_ID])
+            self._read_once("rows", "lead", [PROBE_ID])
+            self._read_once("rows", "account", [PROBE_ID])
         except OnlineStoreUnavailable as err:
             return str(err)
         return None
@@ -94,6 +134,19 @@ class OnlineFeatures:
             self._reader = None
 
 
+def _pauses() -> Iterator[float]:
+    """Waits between attempts on a locked store: 2 ms doubling to 32 ms, then 32 ms."""
+    pause = 0.002
+    while True:
+        yield pause
+        pause = min(pause * 2, 0.032)
+
+
+def _is_lock(err: sqlite3.OperationalError) -> bool:
+    text = str(err)
+    return "locked" in text or "busy" in text
+
+
 def _explain(err: BaseException, path: Path) -> str:
     text = str(err)
     if "does not exist" in text:
@@ -101,7 +154,7 @@ def _explain(err: BaseException, path: Path) -> str:
             f"online store {path} is missing: run `crm-intel features apply` and "
             "`crm-intel features materialize`"
         )
-    if "locked" in text or "busy" in text:
+    if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
         return f"online store {path} is locked (materialisation running?); retry shortly"
     if "no such table" in text:
         return (

@@ -108,7 +108,7 @@ class CRMIntel:
     def __is_ready__(self) -> bool:
         return self._store_problem() is None
 
-    def _score(
+    async def _score(
         self,
         model_name: str,
         ids: list[str],
@@ -119,7 +119,7 @@ class CRMIntel:
         champion = self.champions[model_name]  # one reference for the whole request
         entity, _ = MODEL_ENTITIES[model_name]
         try:
-            records = self.online.rows(entity, ids)
+            records = await self.online.rows_async(entity, ids)
         except OnlineStoreUnavailable as err:
             with self._ready_lock:
                 self._ready = (time.monotonic(), str(err))
@@ -140,7 +140,8 @@ class CRMIntel:
 
     # Scoring is async on purpose: a request is ~1 ms of CPU, and running it on the event loop
     # avoids handing the GIL back and forth with a worker thread, which under concurrency cost
-    # more than the scoring itself. The SQLite lock wait is bounded (online_store_timeout_ms).
+    # more than the scoring itself. A locked store is waited on with asyncio.sleep (up to
+    # online_store_timeout_ms), never inside SQLite, so it does not stall other requests.
     @bentoml.api(input_spec=ScoreLeadsRequest)
     async def score_leads(
         self,
@@ -155,7 +156,7 @@ class CRMIntel:
         reported in its item (``status: unknown``) and the rest are scored.
         """
         ids, overrides = _unpack(lead_ids, leads, "lead_id")
-        return self._score("lead_conversion", ids, overrides, top_reasons, ScoreLeadsResponse)
+        return await self._score("lead_conversion", ids, overrides, top_reasons, ScoreLeadsResponse)
 
     @bentoml.api(input_spec=ScoreAccountsRequest)
     async def score_accounts(
@@ -166,7 +167,7 @@ class CRMIntel:
     ) -> ScoreAccountsResponse:
         """Churn probability, 1–99 score, grade, revenue at risk and top reasons per account."""
         ids, overrides = _unpack(account_ids, accounts, "account_id")
-        return self._score("churn_risk", ids, overrides, top_reasons, ScoreAccountsResponse)
+        return await self._score("churn_risk", ids, overrides, top_reasons, ScoreAccountsResponse)
 
     @bentoml.api(input_spec=AttributionRequest)
     def attribution(

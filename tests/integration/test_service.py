@@ -356,6 +356,40 @@ def test_locked_online_store_is_503_quickly_then_recovers(client, settings, lead
     assert _wait(lambda: client.get("/readyz").status_code == 200)
 
 
+def test_a_locked_store_is_waited_on_without_stalling_other_requests(
+    client: TestClient, settings: Settings, lead_ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bentoml
+
+    # the test, not the service's wait limit, decides when the lock goes
+    service = bentoml.get_current_service()
+    monkeypatch.setattr(service.online, "timeout_ms", 20_000)
+    assert _score_status(client, lead_ids[0]) == 200
+    lock = sqlite3.connect(settings.feast_dir / "online.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    answer: dict[str, int] = {}
+    waiting = threading.Thread(
+        target=lambda: answer.update(status=_score_status(client, lead_ids[1]))
+    )
+    try:
+        # given a scoring request waiting on the locked store
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()
+        # then the service still answers other requests meanwhile
+        assert client.get("/healthz").status_code == 200
+        assert _wait(
+            lambda: client.get("/model_info", headers=AUTH).json()["online_store_ready"] is False
+        )
+        assert waiting.is_alive()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    # and once the lock is released the waiting request is scored, not refused
+    waiting.join(20)
+    assert answer == {"status": 200}
+
+
 def test_champion_swap_is_picked_up_without_failing_a_request(client, deployment, lead_ids):
     uri = deployment.tracking_uri
     mlflow_client = client_for(uri)
