@@ -47,6 +47,7 @@ HIGH_INTENT_TYPES: tuple[str, ...] = ("pricing_page_view", "demo_request")
 CONTENT_TYPES: tuple[str, ...] = ("blog", "whitepaper", "case_study", "webinar", "video", "ebook")
 EMPLOYEE_BANDS: tuple[str, ...] = ("1-10", "11-50", "51-200", "201-1000", "1001-5000", "5000+")
 SENIORITIES: tuple[str, ...] = ("individual", "manager", "director", "vp", "c_level")
+PURCHASE_TIMEFRAMES: tuple[str, ...] = ("0-3_months", "3-6_months", "6-12_months", "over_12_months")
 LEAD_STATUSES: tuple[str, ...] = ("open", "converted", "recycled", "disqualified")
 OPPORTUNITY_STAGES: tuple[str, ...] = (
     "prospecting",
@@ -132,6 +133,13 @@ TABLES: dict[str, TableSpec] = {
                 Column("job_title", "str", nullable=True),
                 Column("seniority", "category", nullable=True, allowed=SENIORITIES),
                 Column("country", "str", nullable=True),
+                Column(
+                    "purchase_timeframe",
+                    "category",
+                    nullable=True,
+                    allowed=PURCHASE_TIMEFRAMES,
+                    doc="BANT timeframe the lead stated when created; optional",
+                ),
                 Column(
                     "email_hash", "str", nullable=True, doc="SHA-256 of the e-mail; never a feature"
                 ),

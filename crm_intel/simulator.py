@@ -3,10 +3,12 @@
 The generative story, in weeks from the start date:
 
 * **Leads** arrive uniformly over the period. Each has a *fit* ``eta`` (firmographics with a
-  bell-shaped company-size effect, a seniority × size interaction, lead source, and noise), a
-  hidden *interest* class ``z`` and an engagement rate ``r``. Touches arrive as a Poisson
-  process whose weekly rate decays with the lead's age; channel depends on the source, type on
-  channel and interest, content on type, what is published, and popularity.
+  bell-shaped company-size effect, a seniority × size interaction, lead source, and noise), an
+  *interest* class ``z`` and an engagement rate ``r``. The interest shows in a recorded field:
+  the BANT *purchase timeframe* the lead states on the form (mostly in line with ``z``,
+  ``TIMEFRAME_P``; missing for some sources, always for list imports). Touches arrive as a
+  Poisson process whose weekly rate decays with the lead's age; channel depends on the source,
+  type on channel and interest, content on type, what is published, and popularity.
 * Each touch has an **effect** ``channel weight × type weight × content multiplier``; the content
   multiplier depends on the lead's **stage** (its age: awareness, consideration, decision), so some
   content helps only at some stages, and two channels (``display``, ``social``) have zero effect.
@@ -51,6 +53,7 @@ from crm_intel.contract import (
     EMPLOYEE_BANDS,
     INTERACTION_TYPES,
     PLANS,
+    PURCHASE_TIMEFRAMES,
     SENIORITIES,
     TABLES,
     TICKET_PRIORITIES,
@@ -103,6 +106,18 @@ SOURCE_EFFECT = np.array([0.0, 0.1, -0.3, 0.6, 0.3, 0.2, 0.2, 0.2, -0.5])
 SOURCE_RATE = np.array([1.0, 1.0, 0.9, 1.0, 1.1, 1.2, 0.9, 0.9, 0.6])
 INTEREST_P = np.array([0.55, 0.30, 0.15])
 INTEREST_RATE = np.array([0.8, 1.1, 1.5])
+# BANT purchase timeframe the lead states on the inbound form (PURCHASE_TIMEFRAMES), by interest
+# class (rows z = 0, 1, 2): a self-report, so mostly but not always in line with the interest
+TIMEFRAME_P = np.array(
+    [
+        [0.01, 0.02, 0.07, 0.90],
+        [0.03, 0.60, 0.34, 0.03],
+        [0.90, 0.07, 0.02, 0.01],
+    ]
+)
+# share of leads with no stated timeframe, by source (a form skipped or not asked; direct adds
+# often lack one, list imports never have one)
+TIMEFRAME_MISSING = np.array([0.1, 0.1, 0.2, 0.2, 0.1, 0.05, 0.2, 0.3, 1.0])
 FIT_BASE = -5.9
 FIT_NOISE = 0.3
 BASE_INTENT = 0.3  # hazard with no touches, relative to one unit of intent
@@ -576,6 +591,9 @@ def _leads(cfg: SimulationConfig, cal: _Calendar, acc: dict, rng: np.random.Gene
         "rate": rate,
         "country_u": rng.random(n),
         "status_u": rng.random(n),
+        # drawn last, so that adding the field left every earlier draw (and the truth) as it was
+        "timeframe": categorical(rng, _cumulative(TIMEFRAME_P), interest),
+        "timeframe_missing": rng.random(n) < TIMEFRAME_MISSING[source],
     }
 
 
@@ -1266,6 +1284,9 @@ def _assemble(
                 np.array(SENIORITIES)[leads["seniority"]], mask=leads["seniority_missing"]
             ),
             "country": pa.array(country.astype(str)),
+            "purchase_timeframe": pa.array(
+                np.array(PURCHASE_TIMEFRAMES)[leads["timeframe"]], mask=leads["timeframe_missing"]
+            ),
             "email_hash": pa.array(email_hash),
             "status": pa.array(status),
             "converted_at": _ts(np.where(converted, conv_ns, 0), mask=~converted),

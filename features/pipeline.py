@@ -72,6 +72,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "usage": ("account_id", "date", "active_users", "logins", "key_feature_events"),
     "tickets": ("account_id", "opened_at", "closed_at", "priority", "satisfaction"),
 }
+# optional contract columns the pipeline reads when a table has them (an absent one is all missing)
+OPTIONAL: dict[str, tuple[str, ...]] = {"leads": ("purchase_timeframe",)}
 TIMESTAMPS: dict[str, tuple[str, ...]] = {
     "accounts": ("created_at",),
     "leads": ("created_at", "converted_at"),
@@ -173,8 +175,16 @@ def read_feature_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
         missing = [c for c in columns if c not in present]
         if missing:
             raise FeatureInputError(f"table '{name}' ({path}) lacks column(s) {missing}")
+        columns += tuple(c for c in OPTIONAL.get(name, ()) if c in present)
         out[name] = pq.read_table(path, columns=list(columns)).to_pandas(types_mapper=mapper)
     return out
+
+
+def _optional(table: pd.DataFrame, column: str) -> pd.Series:
+    """An optional column of ``table``, all missing when the table does not have it."""
+    if column in table.columns:
+        return table[column]
+    return pd.Series(pd.NA, index=table.index, dtype="string[pyarrow]")
 
 
 def _arrow(values: pd.Series) -> pa.Array:
@@ -468,6 +478,7 @@ def lead_feature_batches(
         ctx.t1_ms,
     )
     lead_account = _codes(leads["account_id"], accounts["account_id"])
+    timeframe = _optional(leads, "purchase_timeframe")
     created_ms = _ns(leads["created_at"]) / NS_PER_MS
 
     cums = {
@@ -541,6 +552,7 @@ def lead_feature_batches(
         arrays["seniority"] = _strings(leads["seniority"], rows)
         arrays["source"] = _strings(leads["source"], rows)
         arrays["country"] = _strings(leads["country"], rows)
+        arrays["purchase_timeframe"] = _strings(timeframe, rows)
         acc_idx = np.where(has_acc, acc, -1)
         arrays["account_employee_band"] = _strings(accounts["employee_band"], acc_idx)
         arrays["account_industry"] = _strings(accounts["industry"], acc_idx)

@@ -14,6 +14,7 @@ LEAD_CATEGORICAL: tuple[str, ...] = (
     "seniority",
     "source",
     "country",
+    "purchase_timeframe",
     "account_employee_band",
     "account_industry",
     "account_region",

@@ -65,6 +65,7 @@ _CATEGORY_WORDS: dict[str, str] = {
     "seniority": "Seniority",
     "source": "Lead source",
     "country": "Country",
+    "purchase_timeframe": "Stated purchase timeframe",
     "account_employee_band": "Company size (employees)",
     "account_industry": "Industry",
     "account_region": "Region",

@@ -314,9 +314,7 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         return encode_frame(X, list(self.feature_names_in_), self.categories_)
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(
-            self.booster_.predict(self.encode(X), num_iteration=self.best_iteration_)
-        )
+        return np.asarray(self.booster_.predict(self.encode(X), num_iteration=self.best_iteration_))
 
     def raw_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated (class-weighted) probability of the positive class."""

@@ -1,7 +1,8 @@
 """Lead conversion on the simulated CRM: quality against the planted truth, baselines, behaviour.
 
 Size: seed 31, 20,000 leads, 2,000 accounts, 18 months → about 330k weekly lead snapshots
-(test period ≈ 80k snapshots, ≈ 2.9k conversions).
+(test period ≈ 82k snapshots, ≈ 3.2k conversions). Measured: model 0.757 ROC AUC vs oracle 0.790
+(gap 0.033), ECE 0.002, logistic 0.749, points score 0.688.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def result(data_dir: Path) -> TrainingResult:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "measured on this simulation: model 0.754 vs oracle 0.790 (gap 0.036; logistic 0.746, "
-        "rules 0.688). Not the trainer's settings or data size: 40k leads over 24 months give "
-        "0.761 vs 0.792, and an exactly weighted, decayed intent feature built from the raw "
-        "touches adds only +0.005. The oracle conditions on per-lead latent draws (fit noise, "
-        "interest class, engagement rate) that no CRM field records. Remove this mark if the "
-        "feature service closes the gap."
+        "measured on this simulation: model 0.757 vs oracle 0.790 (gap 0.033; logistic 0.749, "
+        "points score 0.688). The stated purchase timeframe recovers most of the interest class; "
+        "what is left is per-lead draws no CRM field records (fit noise, engagement rate) and "
+        "learning from 0/1 labels (the same features fitted to the true log-odds gain "
+        "0.01-0.02). A simulator where conversion hinges more on recorded engagement (smaller "
+        "base hazard, less fit and rate noise) measured gaps 0.020 / 0.029 / 0.033 on seeds "
+        "31 / 32 / 7, but it reshuffles the churn test's customers (churn then misses its own bar "
+        "by 0.001). Remove this mark if the gap closes."
     ),
 )
 def test_lead_auc_is_within_002_of_the_oracle(result: TrainingResult) -> None:

@@ -245,6 +245,23 @@ def test_lead_window_counts_include_the_snapshot_instant_and_nothing_after() -> 
     )
 
 
+def test_the_stated_purchase_timeframe_is_a_feature_and_may_be_absent() -> None:
+    # given leads with a stated timeframe, and the same leads from a CRM that has no such column
+    tables = _crm(TOUCHES)
+    tables["leads"]["purchase_timeframe"] = pd.array(["0-3_months", None], dtype=DTYPES["category"])
+    without = {**tables, "leads": tables["leads"].drop(columns=["purchase_timeframe"])}
+    # when lead features are built from each
+    stated = build_lead_features(tables, SETTINGS)
+    absent = build_lead_features(without, SETTINGS)
+    # then the timeframe is the lead's own, and missing where there is none to read
+    assert _row(stated, "lead_id", "L1", T)["purchase_timeframe"] == "0-3_months"
+    assert pd.isna(_row(stated, "lead_id", "L2", T)["purchase_timeframe"])
+    assert absent["purchase_timeframe"].isna().all()
+    pd.testing.assert_frame_equal(
+        absent.drop(columns=["purchase_timeframe"]), stated.drop(columns=["purchase_timeframe"])
+    )
+
+
 def test_lead_population_is_open_leads_and_stops_at_conversion() -> None:
     # given L2 converting on day 20 and L1 never converting
     tables = _crm(TOUCHES)
