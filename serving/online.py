@@ -74,14 +74,12 @@ class OnlineFeatures:
             raise OnlineStoreUnavailable(message) from None
 
     def _read(self, how: str, entity: str, ids: Sequence[str]) -> Any:
-        deadline = time.monotonic() + self.timeout_ms / 1000
-        for pause in _pauses():
+        for pause in _pauses(self.timeout_ms):
             try:
                 return self._read_once(how, entity, ids)
             except OnlineStoreLocked:
-                if time.monotonic() + pause > deadline:
-                    raise
                 time.sleep(pause)
+        return self._read_once(how, entity, ids)  # the last attempt: still locked → raises
 
     def frame(self, entity: str, ids: Sequence[str]) -> pd.DataFrame:
         """:meth:`features.store.OnlineReader.frame` for ``ids`` (the batch's read).
@@ -107,16 +105,14 @@ class OnlineFeatures:
         Raises:
             OnlineStoreUnavailable: the store is missing, locked or not materialised.
         """
-        deadline = time.monotonic() + self.timeout_ms / 1000
-        for pause in _pauses():
+        for pause in _pauses(self.timeout_ms):
             try:
                 rows: list[dict[str, Any]] = self._read_once("rows", entity, ids)
                 return rows
             except OnlineStoreLocked:
-                if time.monotonic() + pause > deadline:
-                    raise
                 await asyncio.sleep(pause)
-        raise AssertionError("unreachable")  # _pauses() never ends
+        rows = self._read_once("rows", entity, ids)  # the last attempt: still locked → raises
+        return rows
 
     def check(self) -> str | None:
         """None when a read works now, else why not (for ``/readyz``); never waits."""
@@ -134,10 +130,12 @@ class OnlineFeatures:
             self._reader = None
 
 
-def _pauses() -> Iterator[float]:
-    """Waits between attempts on a locked store: 2 ms doubling to 32 ms, then 32 ms."""
+def _pauses(timeout_ms: float) -> Iterator[float]:
+    """Waits between attempts on a locked store (2 ms doubling to 32 ms) for as long as they end
+    within ``timeout_ms`` from the first call."""
+    deadline = time.monotonic() + timeout_ms / 1000
     pause = 0.002
-    while True:
+    while time.monotonic() + pause <= deadline:
         yield pause
         pause = min(pause * 2, 0.032)
 
