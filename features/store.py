@@ -342,13 +342,13 @@ def materialize(
                 raise FeatureStoreNotReadyError(
                     f"online table {missing[0]!r} does not exist: run `crm-intel features apply`"
                 )
-            for entity, key, view, numeric, categorical in plans.values():
+            for name, (entity, key, view, numeric, categorical) in plans.items():
                 progress(f"{entity} features")
                 source = view.batch_source
                 assert isinstance(source, FileSource)
                 table = latest_rows(Path(source.path), key, end)
                 written[entity] = _write_view(
-                    conn, config, view, table, key, numeric, categorical, now
+                    conn, name, view, table, key, numeric, categorical, now
                 )
             conn.execute("COMMIT")
             conn.execute("DETACH DATABASE current")
@@ -378,7 +378,7 @@ def _copy_schema(conn: sqlite3.Connection) -> list[str]:
 
 def _write_view(
     conn: sqlite3.Connection,
-    config: RepoConfig,
+    name: str,
     view: FeatureView,
     table: pa.Table,
     key: str,
@@ -393,10 +393,10 @@ def _write_view(
     feature) in primary-key order, so every B-tree (the table, its key and Feast's entity
     index) is appended to in order. Binding one row per value from Python, as Feast does, is
     what limits it to about 1-2k entities/s.
+
+    Args:
+        name: the view's online table (Feast's ``compute_table_id``).
     """
-    name = compute_table_id(
-        config.project, view, config.registry.enable_online_feature_view_versioning
-    )
     n = table.num_rows
     if n == 0:
         return 0
