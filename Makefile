@@ -45,14 +45,15 @@ test: $(STAMP) ## Run the whole test suite (unit, integration, model)
 test-unit: $(STAMP) ## Run only the fast unit tests
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy on the package
-	$(BIN)/ruff check crm_intel features training serving tests benchmarks
-	$(BIN)/ruff format --check crm_intel features training serving tests benchmarks
-	$(BIN)/mypy crm_intel features training serving
+lint: $(STAMP) ## ruff (lint + format check), mypy and the layer contract (lint-imports)
+	$(BIN)/ruff check crm simulator features training serving reports crm_intel tests benchmarks
+	$(BIN)/ruff format --check crm simulator features training serving reports crm_intel tests benchmarks
+	$(BIN)/mypy crm simulator features training serving reports crm_intel
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format and autofix with ruff
-	$(BIN)/ruff format crm_intel features training serving tests benchmarks
-	$(BIN)/ruff check --fix crm_intel features training serving tests benchmarks
+	$(BIN)/ruff format crm simulator features training serving reports crm_intel tests benchmarks
+	$(BIN)/ruff check --fix crm simulator features training serving reports crm_intel tests benchmarks
 
 bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, peak memory)
 	$(BIN)/python benchmarks/simulate.py

@@ -34,7 +34,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crm_intel.simulator import SimulationConfig, simulate  # noqa: E402
+from simulator import SimulationConfig, simulate  # noqa: E402
 from training.attribution import (  # noqa: E402
     MODELS,
     ModelOptions,

@@ -42,7 +42,7 @@ TARGETS = {
 PREPARE = """
 import shutil, pathlib
 import pyarrow.parquet as pq, pyarrow.compute as pc
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import apply
 src = pathlib.Path({features!r})
 table = pq.read_table(src / "lead_features.parquet")
@@ -62,7 +62,7 @@ RESULT = {{"leads": len(ids), "feature_rows": subset.num_rows,
 PIT = """
 import time
 import pandas as pd
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import feature_store
 settings = Settings(data_dir={data_dir!r})
 store = feature_store(settings, {offline!r})
@@ -80,7 +80,7 @@ RESULT = {{"rows": len(out), "columns": out.shape[1], "join_seconds": seconds,
 
 MATERIALIZE = """
 import time
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import feature_store, feast_materialize, materialize, online_features
 settings = Settings(data_dir={data_dir!r})
 if {ours!r}:
@@ -102,7 +102,7 @@ ONLINE = """
 import gc, random, time
 import numpy as np
 import pandas as pd
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import feature_store, online_reader, online_features
 settings = Settings(data_dir={data_dir!r})
 ids = pd.read_parquet(settings.features_dir / "lead_features.parquet",
@@ -164,13 +164,13 @@ def main() -> None:
             (data / "raw").symlink_to(args.raw_dir.resolve())
         else:
             measure(f"""
-from crm_intel.simulator import SimulationConfig, simulate, write_simulation
+from simulator import SimulationConfig, simulate, write_simulation
 write_simulation(simulate(SimulationConfig(seed={args.seed}, leads={args.leads},
                                            accounts={args.accounts})), {str(data)!r})
 """)
         build = measure(f"""
 import pyarrow.parquet as pq
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import build
 counts = build(Settings(data_dir={str(data)!r}))
 RESULT = {{"rows": counts,

@@ -38,7 +38,7 @@ from _measure import write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving.demo import QUIET_ENV, LiveServer, build_demo, free_port  # noqa: E402
+from crm_intel.demo import QUIET_ENV, LiveServer, build_demo, free_port  # noqa: E402
 
 TARGET_P99_MS_AT_8 = 25.0
 TARGET_THROUGHPUT_RATIO = 1.5
@@ -157,7 +157,7 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen) -> None:
 
 
 def in_process_floor(deployment, ids: list[str], seconds: float) -> dict[str, Any]:
-    from crm_intel.settings import Settings
+    from crm.settings import Settings
     from serving.online import OnlineFeatures
     from serving.scoring import score_items
     from training.registry import load_champion
@@ -215,7 +215,7 @@ def main() -> None:
         started = time.perf_counter()
         deployment = build_demo(root, leads=args.leads)
         build_seconds = time.perf_counter() - started
-        from crm_intel.settings import Settings
+        from crm.settings import Settings
         from serving.batch import entity_ids
 
         settings = Settings(

@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
         ours = measure(f"""
-from crm_intel.simulator import SimulationConfig, simulate, write_simulation
+from simulator import SimulationConfig, simulate, write_simulation
 result = simulate(SimulationConfig(seed={args.seed}, leads={args.leads},
                                    accounts={args.accounts}))
 write_simulation(result, {tmp!r})

@@ -97,8 +97,8 @@ RESULT = {"fit_seconds": fit, "roc_auc": roc_auc_score(yte, p),
 
 def build_snapshots(path: Path, rows: int) -> dict:
     """Simulate, build features and write the latest ``rows`` lead snapshots to ``path``."""
-    from crm_intel.settings import Settings
-    from crm_intel.simulator import SimulationConfig, simulate, write_simulation
+    from crm.settings import Settings
+    from simulator import SimulationConfig, simulate, write_simulation
     from features import store
     from features.training import training_set
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from feast import FeatureView, Field, FileSource
 from feast.types import Float32, String
 
-from crm_intel.settings import get_settings
+from crm.settings import get_settings
 from features import data_sources, entities
 from features.schema import ENTITIES
 

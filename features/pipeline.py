@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crm_intel.contract import CHANNELS, CONTENT_TYPES, HIGH_INTENT_TYPES, INTERACTION_TYPES
-from crm_intel.settings import Settings
+from crm.contract import CHANNELS, CONTENT_TYPES, HIGH_INTENT_TYPES, INTERACTION_TYPES
+from crm.settings import Settings
 from features.schema import (
     ACCOUNT_CATEGORICAL,
     ACCOUNT_NUMERIC,
@@ -156,7 +156,7 @@ def read_feature_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
     """The contract tables, only the columns the pipeline reads, with contract dtypes.
 
     Reads through Arrow straight into ``string[pyarrow]`` columns: about 4x faster than
-    :func:`crm_intel.io.read_tables` on 10M interactions, and it never loads ``leads.status`` or
+    :func:`crm.io.read_tables` on 10M interactions, and it never loads ``leads.status`` or
     ``email_hash``.
 
     Raises:
@@ -578,7 +578,7 @@ def build_lead_features(tables: Mapping[str, pd.DataFrame], settings: Settings) 
     """Lead features at every weekly snapshot a lead is open (see module docstring).
 
     Args:
-        tables: contract tables (contract dtypes), as from :func:`crm_intel.io.read_tables`.
+        tables: contract tables (contract dtypes), as from :func:`crm.io.read_tables`.
         settings: windows and the snapshot frequency.
 
     Returns:

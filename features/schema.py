@@ -6,7 +6,7 @@ Numeric features are ``float32`` (counts are exact up to 2**24); categorical fea
 
 from __future__ import annotations
 
-from crm_intel.contract import CHANNELS, CONTENT_TYPES, INTERACTION_TYPES
+from crm.contract import CHANNELS, CONTENT_TYPES, INTERACTION_TYPES
 
 LEAD_WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 

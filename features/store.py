@@ -37,8 +37,8 @@ from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from crm_intel.io import atomic_dir, atomic_file, write_parquet
-from crm_intel.settings import Settings
+from crm.io import atomic_dir, atomic_file, write_parquet
+from crm.settings import Settings
 from features import data_sources, entities, feature_services, feature_views
 from features.pipeline import (
     FeatureInputError,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.feature_services import SERVICE_ENTITY
 from features.schema import ENTITIES
 from features.store import FeatureStoreNotReadyError, feature_store

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from crm_intel.contract import CHANNELS
+from crm.contract import CHANNELS
 from training.attribution.journeys import paths_to_journeys
 from training.attribution.models import credit_table, run_models
 

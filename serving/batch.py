@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from crm_intel.io import atomic_file, write_parquet
-from crm_intel.settings import Settings
+from crm.io import atomic_file, write_parquet
+from crm.settings import Settings
 from features.store import entity_info
 from serving.online import OnlineFeatures
 from serving.scoring import MODEL_ENTITIES, VALUE_FEATURE, batch_frame, iter_chunks, score

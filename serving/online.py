@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from features.store import FeatureStoreNotReadyError, OnlineReader, feature_store
 
 PROBE_ID = "__crm_intel_readiness_probe__"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from crm_intel.contract import CHANNELS, CONTENT_TYPES, INTERACTION_TYPES
+from crm.contract import CHANNELS, CONTENT_TYPES, INTERACTION_TYPES
 
 # Interaction type → (verb phrase with {n} and a count noun, or a "{times}" phrase).
 _ACTIONS: dict[str, str] = {

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from crm_intel.contract import CHANNELS
+from crm.contract import CHANNELS
 from features.schema import ACCOUNT_CATEGORICAL, ACCOUNT_NUMERIC, LEAD_CATEGORICAL, LEAD_NUMERIC
 
 MAX_IDS = 1000  # entities per scoring call

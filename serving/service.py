@@ -5,7 +5,7 @@ Thin wiring: requests are validated by :mod:`serving.schemas`, features read by
 command) and champions kept current by :mod:`serving.champions`.
 
 Run with ``crm-intel serve`` or ``bentoml serve serving.service:CRMIntel``. Configuration comes
-from :class:`crm_intel.settings.Settings` (``CRM_INTEL_*`` and ``MLFLOW_TRACKING_URI``).
+from :class:`crm.settings.Settings` (``CRM_INTEL_*`` and ``MLFLOW_TRACKING_URI``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
 from serving.auth import APIKeyMiddleware, JSONOnlyMiddleware
 from serving.champions import Champions

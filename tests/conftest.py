@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_intel.simulator import SimulationConfig, SimulationResult, simulate, write_simulation
+from simulator import SimulationConfig, SimulationResult, simulate, write_simulation
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

@@ -150,7 +150,7 @@ def write_run_metadata(journeys: Any, summary: dict, out: Path) -> dict[str, str
 
     import pandas as pd
 
-    from crm_intel.io import atomic_file
+    from crm.io import atomic_file
 
     converted = getattr(journeys, "converted_at", None)
     if converted is None:
@@ -224,13 +224,8 @@ def report(
     json_: JsonOption = False,
 ) -> None:
     """Write a self-contained HTML report for marketers (charts embedded, no server needed)."""
-    from training.attribution import (
-        build_report,
-        load_content_costs,
-        load_content_names,
-        run_summary,
-        write_report,
-    )
+    from reports.attribution import build_report, write_report
+    from training.attribution import load_content_costs, load_content_names, run_summary
 
     started = time.perf_counter()
     try:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from crm_intel.settings import Settings, get_settings
+from crm.settings import Settings, get_settings
 
 DataDirOption = Annotated[
     Path | None,

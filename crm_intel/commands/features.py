@@ -27,7 +27,7 @@ app = typer.Typer(
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from crm_intel.contract import ContractError
+    from crm.contract import ContractError
     from features.pipeline import FeatureInputError
     from features.store import FeatureStoreNotReadyError, UnknownEntityError
 

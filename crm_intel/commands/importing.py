@@ -48,8 +48,8 @@ def import_(
     json_: JsonOption = False,
 ) -> None:
     """Import a CRM export into DATA_DIR/raw, all or nothing: on any problem nothing is written."""
-    from crm_intel.contract import TABLES, ContractError
-    from crm_intel.importer import import_folder, import_maven
+    from crm.contract import TABLES, ContractError
+    from crm.importer import import_folder, import_maven
 
     if from_ is not None and maven is None:
         source, kind, run = from_, "folder", import_folder

@@ -116,7 +116,7 @@ def serve(
     Needs API keys in CRM_INTEL_API_KEYS; without them one key is generated for this run and
     printed once, so that the curl example works.
     """
-    from serving.demo import QUIET_ENV
+    from crm_intel.demo import QUIET_ENV
     from training.registry import MODEL_NAMES, champion_version
 
     settings = settings_for(data_dir)

@@ -35,8 +35,8 @@ def simulate(
     json_: JsonOption = False,
 ) -> None:
     """Simulate a B2B SaaS CRM with planted ground truth into DATA_DIR/raw and DATA_DIR/truth."""
-    from crm_intel.simulator import SimulationConfig, write_simulation
-    from crm_intel.simulator import simulate as run
+    from simulator import SimulationConfig, write_simulation
+    from simulator import simulate as run
 
     target = out if out is not None else settings_for(data_dir).data_dir
     try:

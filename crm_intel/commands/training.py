@@ -145,13 +145,9 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
             frame = training_set(settings, spec.name)
         except Exception as err:  # noqa: BLE001 - the store reports why it is not ready
             raise fail(f"no training set for {spec.name}: {err}") from None
-    truth = None
-    if spec.truth_table:
-        path = settings.truth_dir / f"{spec.truth_table}.parquet"
-        if path.exists():
-            import pandas as pd
+    from simulator.truth import read_probability_truth
 
-            truth = pd.read_parquet(path)
+    truth = read_probability_truth(settings.truth_dir, spec.truth_table)
     with console.status("training"):
         return train_time_split(frame, spec, truth=truth, random_state=seed)
 

@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
+from reports.attribution import build_report, write_report
 from training.attribution import (
-    build_report,
     load_content_costs,
     load_content_names,
     load_journeys,
     read_truth,
     run_models,
-    write_report,
 )
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from crm.settings import Settings
 from crm_intel.cli import app
-from crm_intel.settings import Settings
 from features import store as feature_store_module
 from features.pipeline import FeatureInputError
 from features.store import (

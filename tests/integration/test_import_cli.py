@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
+from crm.contract import TABLES
+from crm.io import read_tables
 from crm_intel.cli import app
-from crm_intel.contract import TABLES
-from crm_intel.io import read_tables
 
 pytestmark = pytest.mark.integration
 

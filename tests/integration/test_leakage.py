@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_intel.settings import Settings
-from crm_intel.simulator import SimulationResult
+from crm.settings import Settings
 from features.pipeline import (
     build_account_features,
     build_content_features,
@@ -19,6 +18,7 @@ from features.pipeline import (
 )
 from features.store import apply, build
 from features.training import feature_names, training_set
+from simulator import SimulationResult
 
 pytestmark = pytest.mark.integration
 

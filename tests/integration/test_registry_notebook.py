@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
+from crm_intel.demo import Deployment, build_demo
 from serving.batch import entity_ids, score_batch, write_scores
-from serving.demo import Deployment, build_demo
 from training.registry import client_for, load_champion, promote
 
 pytestmark = pytest.mark.integration

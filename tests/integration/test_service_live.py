@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
+from crm_intel.demo import QUIET_ENV, Deployment, LiveServer, build_demo
 from serving.batch import entity_ids, score_batch
-from serving.demo import QUIET_ENV, Deployment, LiveServer, build_demo
 from training.registry import client_for, promote
 
 pytestmark = pytest.mark.integration
@@ -291,7 +291,7 @@ def test_serve_command_prints_a_working_curl_example(deployment, tmp_path):
     import shlex
     import signal
 
-    from serving.demo import free_port
+    from crm_intel.demo import free_port
 
     port = free_port()
     env = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_intel.simulator import SimulationConfig, simulate
+from simulator import SimulationConfig, simulate
 from training.attribution import ModelOptions, journeys_from_interactions, run_models, tvd_table
 
 pytestmark = pytest.mark.model

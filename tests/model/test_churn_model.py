@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from crm_intel.settings import Settings
-from crm_intel.simulator import SimulationConfig, simulate, write_simulation
+from crm.settings import Settings
+from simulator import SimulationConfig, simulate, write_simulation
 from training.pipeline import SPECS, TrainingResult, train_time_split
 
 pytestmark = pytest.mark.model

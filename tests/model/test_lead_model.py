@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_intel.contract import HIGH_INTENT_TYPES
-from crm_intel.settings import Settings
-from crm_intel.simulator import SimulationConfig, simulate, write_simulation
+from crm.contract import HIGH_INTENT_TYPES
+from crm.settings import Settings
+from simulator import SimulationConfig, simulate, write_simulation
 from training.pipeline import SPECS, TrainingResult, train_time_split
 
 pytestmark = pytest.mark.model

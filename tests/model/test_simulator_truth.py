@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_intel.contract import CHANNELS
-from crm_intel.simulator import CHANNEL_WEIGHT, SimulationConfig, SimulationResult, simulate
+from crm.contract import CHANNELS
+from simulator import SimulationConfig, SimulationResult, simulate
+from simulator.process import CHANNEL_WEIGHT
 
 pytestmark = pytest.mark.model
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.attribution import NO_CONTENT, Journeys, build_report, paths_to_journeys, run_models
-from training.attribution.report import (
+from reports.attribution import build_report
+from training.attribution import NO_CONTENT, Journeys, paths_to_journeys, run_models
+from training.attribution.summaries import (
     content_costs,
     content_roi,
     monthly_trend,

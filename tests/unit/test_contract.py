@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_intel.contract import (
+from crm.contract import (
     CHANNELS,
     CONTENT_TYPES,
     DTYPES,
@@ -24,7 +24,7 @@ from crm_intel.contract import (
     Problem,
     validate_tables,
 )
-from crm_intel.importer import account_id_for, employee_band, load_folder, map_maven
+from crm.importer import account_id_for, employee_band, load_folder, map_maven
 
 pytestmark = pytest.mark.unit
 

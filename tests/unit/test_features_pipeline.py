@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_intel.contract import DTYPES, TABLES
-from crm_intel.settings import Settings
-from crm_intel.simulator import SimulationResult
+from crm.contract import DTYPES, TABLES
+from crm.settings import Settings
 from features.pipeline import (
     FeatureInputError,
     account_labels,
@@ -20,6 +19,7 @@ from features.pipeline import (
     snapshot_times,
 )
 from features.schema import ACCOUNT_FEATURES, CONTENT_FEATURES, LEAD_FEATURES
+from simulator import SimulationResult
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 from serving.auth import APIKeyMiddleware, JSONOnlyMiddleware, KeyChecker, bearer_token
 
 pytestmark = pytest.mark.unit

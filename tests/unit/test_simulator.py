@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from crm_intel.contract import validate_tables
-from crm_intel.simulator import SimulationConfig, SimulationResult, simulate
+from crm.contract import validate_tables
+from simulator import SimulationConfig, SimulationResult, simulate
 
 pytestmark = pytest.mark.unit
 

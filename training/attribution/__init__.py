@@ -1,4 +1,5 @@
-"""Content and channel attribution: journeys, models, checks against truth, and a report.
+"""Content and channel attribution: journeys, models, checks against truth (analytics only;
+the report renders in :mod:`reports.attribution`).
 
 Typical use::
 
@@ -43,7 +44,6 @@ from training.attribution.pipeline import (
     run_summary,
     write_credit_table,
 )
-from training.attribution.report import build_report, write_report
 
 __all__ = [
     "DEFAULT_LOOKBACK_DAYS",
@@ -59,7 +59,6 @@ __all__ = [
     "NegativeValueError",
     "UnknownChannelError",
     "UnknownModelError",
-    "build_report",
     "credit_table",
     "journeys_from_interactions",
     "load_content_costs",
@@ -75,5 +74,4 @@ __all__ = [
     "total_variation_distance",
     "tvd_table",
     "write_credit_table",
-    "write_report",
 ]

@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crm_intel.contract import CHANNELS
+from crm.contract import CHANNELS
 from training.attribution.errors import (
     AttributionError,
     EmptyJourneysError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from crm_intel.io import atomic_file, read_table
+from crm.io import atomic_file, read_table
 from training.attribution.credit import Attribution
 from training.attribution.evaluate import tvd_table
 from training.attribution.journeys import (
@@ -17,7 +17,7 @@ from training.attribution.journeys import (
     journeys_from_interactions,
     read_paths,
 )
-from training.attribution.report import content_costs
+from training.attribution.summaries import content_costs
 
 
 def load_journeys(

@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy.special import ndtr
 
-from crm_intel.contract import (
+from crm.contract import (
     CHANNELS,
     CONTENT_TYPES,
     DTYPES,
@@ -58,7 +58,7 @@ from crm_intel.contract import (
     TABLES,
     TICKET_PRIORITIES,
 )
-from crm_intel.io import atomic_dir, write_parquet
+from crm.io import atomic_dir, write_parquet
 
 DAY_NS = 86_400_000_000_000
 WEEK_NS = 7 * DAY_NS

@@ -7,8 +7,8 @@ Two shapes of export are read:
 * a Maven-style CRM export (``accounts.csv``, ``sales_pipeline.csv``, ...), mapped onto the
   contract by :func:`map_maven` and imported by :func:`import_maven`.
 
-Both validate every table with :func:`crm_intel.contract.validate_tables` before writing anything,
-then write all tables at once with :func:`crm_intel.io.write_tables`: on any problem the raw folder
+Both validate every table with :func:`crm.contract.validate_tables` before writing anything,
+then write all tables at once with :func:`crm.io.write_tables`: on any problem the raw folder
 is left exactly as it was. The mapping rules are documented in ``docs/data-contract.md``.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pyarrow import ArrowException
 
-from crm_intel.contract import (
+from crm.contract import (
     DTYPES,
     EMPLOYEE_BANDS,
     TABLES,
@@ -33,7 +33,7 @@ from crm_intel.contract import (
     Problem,
     validate_tables,
 )
-from crm_intel.io import write_tables
+from crm.io import write_tables
 
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
 

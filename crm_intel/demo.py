@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crm_intel.settings import Settings
+from crm.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ def build_demo(
 ) -> Deployment:
     """Simulate a CRM under ``root/data``, build/apply/materialise features and register both
     champions in ``root/mlruns/mlflow.db``. Reuses a finished build in ``root`` (marker file)."""
-    from crm_intel.simulator import SimulationConfig, simulate, write_simulation
     from features import store
     from features.training import training_set
+    from simulator import SimulationConfig, simulate, write_simulation
     from training.data import Minimums
     from training.pipeline import SPECS, train_time_split
     from training.registry import champion_version

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crm_intel.contract import DTYPES, TABLES
+from crm.contract import DTYPES, TABLES
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""Pages people read: rendering and templates. The analytics they show come from :mod:`training`."""
