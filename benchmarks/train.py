@@ -98,9 +98,9 @@ RESULT = {"fit_seconds": fit, "roc_auc": roc_auc_score(yte, p),
 def build_snapshots(path: Path, rows: int) -> dict:
     """Simulate, build features and write the latest ``rows`` lead snapshots to ``path``."""
     from crm.settings import Settings
-    from simulator import SimulationConfig, simulate, write_simulation
     from features import store
     from features.training import training_set
+    from simulator import SimulationConfig, simulate, write_simulation
 
     started = time.perf_counter()
     data_dir = path.parent / "crm"

@@ -23,7 +23,7 @@ DEFAULT_CRM_FIELDS: dict[str, str] = {
     "lead_grade": "Lead_Grade__c",
     "lead_reasons": "Score_Reasons__c",
     "account_score": "Churn_Risk_Score__c",
-    "account_grade": "Churn_Risk_Grade__c",
+    "account_risk_band": "Churn_Risk_Band__c",
     "account_revenue_at_risk": "Revenue_At_Risk__c",
     "account_reasons": "Churn_Reasons__c",
 }
@@ -48,7 +48,6 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_workers: int = 1  # service processes (each loads both champions)
-    serve_threads: int = 1  # scoring threads per process (CPU-bound: more only thrash the GIL)
     serve_access_log: bool = False  # one log line per request; off for latency
     serve_metrics: bool = True  # Prometheus /metrics
     model_refresh_seconds: float = 10.0  # how often the service checks the champion aliases

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from crm_intel.commands import attribution, features, importing, simulating, training
+from crm_intel.commands import (
+    attribution,
+    backtesting,
+    features,
+    importing,
+    simulating,
+    training,
+)
 from crm_intel.commands import serving as serving_cmd
 
 app = typer.Typer(
@@ -26,6 +33,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(attribution.app, name="attribution")
 app.add_typer(training.train_app, name="train")
 app.add_typer(training.models_app, name="models")
+app.add_typer(backtesting.app, name="backtest")
 app.add_typer(serving_cmd.app, name="score")
 app.command("serve")(serving_cmd.serve)
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from crm.settings import Settings
+from serving.runtime import QUIET_ENV, server_env
+
+__all__ = ["QUIET_ENV", "Deployment", "LiveServer", "build_demo", "free_port"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ SMALL_MINIMUMS = dict(
 
 
 def build_demo(
-    root: Path, seed: int = 11, accounts: int = 300, leads: int = 3000, months: int = 12
+    root: Path, seed: int = 11, accounts: int = 300, leads: int = 3000, months: int = 18
 ) -> Deployment:
     """Simulate a CRM under ``root/data``, build/apply/materialise features and register both
     champions in ``root/mlruns/mlflow.db``. Reuses a finished build in ``root`` (marker file)."""
@@ -37,8 +40,10 @@ def build_demo(
     from features.training import training_set
     from simulator import SimulationConfig, simulate, write_simulation
     from training.data import Minimums
-    from training.pipeline import SPECS, train_time_split
+    from training.pipeline import SPECS
+    from training.protocol import Protocol
     from training.registry import champion_version
+    from training.snapshots import train_time_split
     from training.tracking import log_training_run
 
     data_dir = root / "data"
@@ -58,7 +63,9 @@ def build_demo(
             store.materialize(settings)
             for name in ("lead_conversion", "churn_risk"):
                 frame = training_set(settings, name)
-                result = train_time_split(frame, SPECS[name], minimums=Minimums(**SMALL_MINIMUMS))
+                result = train_time_split(
+                    frame, SPECS[name], Protocol(), Minimums(**SMALL_MINIMUMS)
+                )
                 log_training_run(result, tracking_uri, settings.promotion_margin)
         finally:
             if previous is None:
@@ -73,13 +80,16 @@ def build_demo(
     return Deployment(data_dir, tracking_uri, versions)
 
 
-# Libraries that report usage over the network are told not to: loopback only.
-QUIET_ENV = {
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "FEAST_USAGE": "False",
-}
+def _serve_settings(environ: dict[str, str]) -> dict[str, Any]:
+    """The server-shape settings named in ``environ`` (``CRM_INTEL_SERVE_*``), for a child
+    server started with another environment than this process's."""
+    prefix = "CRM_INTEL_SERVE_"
+    names = {"workers", "metrics", "access_log"}
+    return {
+        f"serve_{k[len(prefix) :].lower()}": v
+        for k, v in environ.items()
+        if k.startswith(prefix) and k[len(prefix) :].lower() in names
+    }
 
 
 def free_port() -> int:
@@ -109,14 +119,17 @@ class LiveServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        environ = {**os.environ, **(extra_env or {})}
+        settings = Settings(
+            data_dir=deployment.data_dir,
+            mlflow_tracking_uri=deployment.tracking_uri,
+            **_serve_settings(environ),
+        )
         self.env = {
-            **os.environ,
-            **QUIET_ENV,
-            "CRM_INTEL_DATA_DIR": str(deployment.data_dir),
+            **server_env(settings, environ),
             "MLFLOW_TRACKING_URI": deployment.tracking_uri,
             "CRM_INTEL_API_KEYS": api_keys,
             "BENTOML_HOME": str(log.parent / "bentoml-home"),
-            **(extra_env or {}),
         }
         self.process: Any = None
 

@@ -31,7 +31,9 @@ def feature_services(views: dict[str, FeatureView]) -> dict[str, FeatureService]
     }
 
 
-_default = feature_services(fv._default)
-lead_conversion_v1 = _default["lead_conversion"]
-churn_risk_v1 = _default["churn_risk"]
-content_report_v1 = _default["content_report"]
+_repo_services = feature_services(
+    {"lead": fv.lead_features, "account": fv.account_features, "content": fv.content_features}
+)
+lead_conversion_v1 = _repo_services["lead_conversion"]
+churn_risk_v1 = _repo_services["churn_risk"]
+content_report_v1 = _repo_services["content_report"]

@@ -1,8 +1,10 @@
-"""Feast feature views, one per entity, with the schema of :mod:`features.schema`.
+"""Feast feature views, one per entity, with the schema of :mod:`features.schema`, and the
+lifecycle views ``lead_status`` / ``account_status`` (:mod:`features.lifecycle`).
 
-The module-level views read the default data directory (``CRM_INTEL_DATA_DIR`` or ``data/``), so
-``feast apply`` inside ``features/`` works; code builds them for any data directory with
-:func:`feature_views` (see :func:`features.store.definitions`).
+The module-level views (what ``feast apply`` / ``feast plan`` discover) read the data directory
+of :func:`features.data_sources.repo_data_dir` (``CRM_INTEL_DATA_DIR``, else ``data/``); code
+builds them for any data directory with :func:`feature_views` (see
+:func:`features.store.definitions`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from datetime import timedelta
 from feast import FeatureView, Field, FileSource
 from feast.types import Float32, String
 
-from crm.settings import get_settings
 from features import data_sources, entities
-from features.schema import ENTITIES
+from features.schema import ENTITIES, STATUS_TABLES
 
 # A snapshot answers for the week after it; two weeks leaves room for a late build.
 TTL = timedelta(days=14)
+# A status row holds until the next build replaces it (Feast reads a zero TTL as "no limit").
+STATUS_TTL = timedelta(0)
 _ENTITY = {"lead": entities.lead, "account": entities.account, "content": entities.content}
 
 
@@ -38,7 +41,28 @@ def feature_views(sources: dict[str, FileSource]) -> dict[str, FeatureView]:
     return views
 
 
-_default = feature_views(data_sources.sources(get_settings().features_dir))
-lead_features = _default["lead"]
-account_features = _default["account"]
-content_features = _default["content"]
+def status_views(sources: dict[str, FileSource]) -> dict[str, FeatureView]:
+    """One lifecycle view per entity that has one (``lead_status``, ``account_status``): the
+    tables of :mod:`features.lifecycle`, all ``String``. No feature service names them."""
+    return {
+        entity: FeatureView(
+            name=stem,
+            entities=[_ENTITY[entity]],
+            ttl=STATUS_TTL,
+            schema=[Field(name=n, dtype=String) for n in fields],
+            source=sources[entity],
+            online=True,
+            description=f"Where each {entity} stands in the CRM, as of the data's as-of time.",
+        )
+        for entity, (_, stem, fields) in STATUS_TABLES.items()
+    }
+
+
+_repo_dir = data_sources.repo_data_dir() / "features"
+_repo_views = feature_views(data_sources.sources(_repo_dir))
+lead_features = _repo_views["lead"]
+account_features = _repo_views["account"]
+content_features = _repo_views["content"]
+_repo_status_views = status_views(data_sources.status_sources(_repo_dir))
+lead_status = _repo_status_views["lead"]
+account_status = _repo_status_views["account"]

@@ -1,10 +1,11 @@
 """A Feast offline store whose point-in-time join is one DuckDB ``ASOF LEFT JOIN`` per view.
 
 Feast's own ``duckdb`` offline store needs ``ibis``; the ``file`` store runs the join in dask.
-This store keeps everything of the file store (materialisation pulls, file sources, saved
-datasets) and replaces only :meth:`get_historical_features`: for each entity row it takes the
+This store keeps everything of the file store (materialisation pulls, file sources, reading saved
+datasets back) and replaces :meth:`get_historical_features`: for each entity row it takes the
 latest feature row of the same entity with ``feature.event_timestamp <= entity.event_timestamp``
-and not older than the view's ttl, exactly Feast's point-in-time semantics.
+and not older than the view's ttl, exactly Feast's point-in-time semantics. Its retrieval jobs
+save datasets (``FeatureStore.create_saved_dataset``) as local Parquet files.
 ``benchmarks/features.py`` measures it against the file store on the same data.
 
 Configure it with ``offline_store: {type: features.offline_store.DuckDBAsofOfflineStore}``.
@@ -12,19 +13,25 @@ Configure it with ``offline_store: {type: features.offline_store.DuckDBAsofOffli
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+from feast.errors import SavedDatasetLocationAlreadyExists
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
-from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.file_source import FileSource, SavedDatasetFileStorage
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
+
+from crm.io import atomic_dir, atomic_file
 
 
 class DuckDBAsofOfflineStoreConfig(DaskOfflineStoreConfig):
@@ -42,11 +49,13 @@ class _ArrowRetrievalJob(RetrievalJob):
         full_feature_names: bool,
         on_demand_feature_views: list[OnDemandFeatureView],
         metadata: RetrievalMetadata | None,
+        repo_path: Path | None = None,
     ):
         self._compute = compute
         self._full_feature_names = full_feature_names
         self._odfvs = on_demand_feature_views
         self._metadata = metadata
+        self._repo_path = repo_path
 
     @property
     def full_feature_names(self) -> bool:
@@ -65,7 +74,30 @@ class _ArrowRetrievalJob(RetrievalJob):
     def persist(
         self, storage: Any, allow_overwrite: bool | None = False, timeout: int | None = None
     ) -> None:
-        raise NotImplementedError("saved datasets are not supported by the ASOF offline store")
+        """Write the result as Parquet to a local :class:`SavedDatasetFileStorage` (a ``.parquet``
+        file, else a folder holding ``part-0.parquet``, as the file store writes), atomically.
+
+        Raises:
+            SavedDatasetLocationAlreadyExists: the path exists and ``allow_overwrite`` is false.
+            ValueError: another kind of storage, or a remote one.
+        """
+        if not isinstance(storage, SavedDatasetFileStorage):
+            raise ValueError(
+                f"the ASOF offline store saves datasets to files, not {type(storage).__name__}"
+            )
+        uri = FileSource.get_uri_for_file_path(self._repo_path, storage.file_options.uri)
+        if urlparse(uri).scheme:
+            raise ValueError(f"the ASOF offline store saves datasets to local paths, not {uri}")
+        path = Path(uri)
+        if path.exists() and not allow_overwrite:
+            raise SavedDatasetLocationAlreadyExists(location=str(path))
+        table = self.to_arrow(timeout=timeout)
+        if path.suffix == ".parquet":
+            with atomic_file(path) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            with atomic_dir(path) as tmp:
+                pq.write_table(table, Path(tmp) / "part-0.parquet")
 
     @property
     def metadata(self) -> RetrievalMetadata | None:
@@ -168,4 +200,5 @@ class DuckDBAsofOfflineStore(DaskOfflineStore):
             full_feature_names,
             OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),
             metadata,
+            config.repo_path,
         )

@@ -416,23 +416,51 @@ def _lead_population(
     return _pairs(created, end, ctx.grid_ns)
 
 
+def _lead_rows(
+    leads: pd.DataFrame, ctx: _Context, settings: Settings, creation_rows: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lead row, time in ns) of every lead feature row: each weekly snapshot of the population,
+    then, with ``creation_rows``, one row at ``created_at`` for every lead created at or after
+    the last snapshot and not converted (the leads no snapshot describes yet).
+
+    A creation row's time is ``created_at`` rounded up to the whole second, the online store's
+    resolution, so that the online row carries the offline row's timestamp and the lead's age
+    there is 0, not a hair below; its features are those known at that time, like any row's.
+    """
+    rows, snaps = _lead_population(leads, ctx, settings)
+    if not creation_rows:
+        return rows, ctx.grid_ns[snaps]
+    created = _ns(leads["created_at"])
+    last = ctx.grid_ns[-1] if len(ctx.grid_ns) else np.iinfo(np.int64).min
+    new = np.flatnonzero((created >= last) & leads["converted_at"].isna().to_numpy())
+    second = 1000 * NS_PER_MS
+    at = -((-created[new]) // second) * second
+    return np.concatenate([rows, new]), np.concatenate([ctx.grid_ns[snaps], at])
+
+
 def lead_feature_batches(
     tables: Mapping[str, pd.DataFrame],
     settings: Settings,
     chunk_rows: int = LEAD_CHUNK_ROWS,
     validate: bool = True,
+    creation_rows: bool = False,
 ) -> Iterator[pa.Table]:
     """Lead features as Arrow tables of at most ``chunk_rows`` rows (bounded memory).
 
     Rows are ordered by lead (in the order of the leads table), then snapshot. ``validate=False``
-    skips :func:`check_tables` for callers that ran it already.
+    skips :func:`check_tables` for callers that ran it already. ``creation_rows=True`` adds,
+    after the weekly snapshots, the creation rows of :func:`_lead_rows`: the same features at
+    ``event_timestamp = created_at`` (what was known when the lead was created: firmographics,
+    source and account, touches at or before that instant, age 0), so that the online store holds
+    a vector for a lead created since the last snapshot (``crm-intel features build`` writes
+    them; no training set reaches them, being later than every labelled snapshot).
     """
     ctx = _context(tables, settings, validate)
     leads, accounts = tables["leads"], tables["accounts"]
     inter = tables["interactions"]
     content = tables["content"]
     n_leads = len(leads)
-    lead_rows, snap_idx = _lead_population(leads, ctx, settings)
+    lead_rows, row_ns = _lead_rows(leads, ctx, settings, creation_rows)
     if len(lead_rows) == 0:
         return
 
@@ -496,13 +524,12 @@ def lead_feature_batches(
         },
     }
     t_index = {t: i for i, t in enumerate(INTERACTION_TYPES)}
-    snap_ms_grid = ctx.grid_ns // NS_PER_MS
 
     for start in range(0, len(lead_rows), chunk_rows):
         rows = lead_rows[start : start + chunk_rows]
-        snaps = snap_idx[start : start + chunk_rows]
+        t_ns = row_ns[start : start + chunk_rows]
         codes = rows.astype(np.int64)
-        t = snap_ms_grid[snaps]
+        t = t_ns // NS_PER_MS  # row times are whole milliseconds
         out: dict[str, np.ndarray] = {}
         out["days_since_created"] = _f32((t - created_ms[rows]) / MS_PER_DAY)
         hi = touches.pos(codes, t)
@@ -545,7 +572,7 @@ def lead_feature_batches(
 
         arrays: dict[str, pa.Array] = {
             "lead_id": _strings(leads["lead_id"], rows),
-            "event_timestamp": pa.array(ctx.grid_ns[snaps], type=pa.timestamp("ns", tz="UTC")),
+            "event_timestamp": pa.array(t_ns, type=pa.timestamp("ns", tz="UTC")),
         }
         for name in LEAD_NUMERIC:
             arrays[name] = pa.array(out[name], type=pa.float32())
@@ -888,17 +915,22 @@ def _label_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def lead_label_table(
-    tables: Mapping[str, pd.DataFrame], settings: Settings, validate: bool = True
+    tables: Mapping[str, pd.DataFrame],
+    settings: Settings,
+    validate: bool = True,
+    creation_rows: bool = False,
 ) -> pa.Table:
-    """:func:`lead_labels` as an Arrow table (``label`` int64 with nulls)."""
+    """:func:`lead_labels` as an Arrow table (``label`` int64 with nulls); ``creation_rows``
+    adds those of :func:`lead_feature_batches`' creation rows (all unlabelled: their window is
+    open at the as-of time)."""
     ctx = _context(tables, settings, validate)
     leads = tables["leads"]
-    rows, snaps = _lead_population(leads, ctx, settings)
+    rows, t_ns = _lead_rows(leads, ctx, settings, creation_rows)
     conv = leads["converted_at"]
     return _labels(
         "lead_id",
         _strings(leads["lead_id"], rows),
-        ctx.grid_ns[snaps],
+        t_ns,
         _ns(conv)[rows],
         conv.notna().to_numpy()[rows],
         settings.conversion_window_days,

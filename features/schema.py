@@ -95,3 +95,23 @@ ENTITIES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "account": ("account_id", "account_features", ACCOUNT_NUMERIC, ACCOUNT_CATEGORICAL),
     "content": ("content_id", "content_features", CONTENT_NUMERIC, CONTENT_CATEGORICAL),
 }
+
+# Lifecycle ("status") tables: where each lead and account stands in the CRM as of the data's
+# as-of time. Never model features (no feature service names them); the scoring service reads
+# them beside the features to tell scorable entities from closed ones. Timestamps are ISO 8601
+# strings (UTC), missing when not known.
+LEAD_STATUS_FIELDS: tuple[str, ...] = ("status", "created_at", "converted_at")
+ACCOUNT_STATUS_FIELDS: tuple[str, ...] = ("status", "customer_since", "cancelled_at")
+# lead.status: the CRM's own value (open, recycled, converted, disqualified), "converted"
+# whenever converted_at is set. account.status: customer (a live subscription), cancelled (every
+# subscription cancelled), prospect (never subscribed).
+ACCOUNT_STATUSES: tuple[str, ...] = ("customer", "cancelled", "prospect")
+CLOSED_STATUSES: dict[str, tuple[str, ...]] = {
+    "lead": ("converted", "disqualified"),
+    "account": ("cancelled",),
+}
+# entity → (join key, status table file stem = feature view name, fields)
+STATUS_TABLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "lead": ("lead_id", "lead_status", LEAD_STATUS_FIELDS),
+    "account": ("account_id", "account_status", ACCOUNT_STATUS_FIELDS),
+}

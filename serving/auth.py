@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from serving.status import api_error
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -77,12 +79,22 @@ class APIKeyMiddleware:
         if self.checker.valid(token):
             await self.app(scope, receive, send)
             return
-        message = (
-            "missing API key: send 'Authorization: Bearer <key>'"
+        error = (
+            api_error(
+                "missing_api_key",
+                "missing API key",
+                "Authorization",
+                "send 'Authorization: Bearer <key>' with a key from CRM_INTEL_API_KEYS",
+            )
             if token is None
-            else "invalid API key"
+            else api_error(
+                "invalid_api_key",
+                "invalid API key",
+                "Authorization",
+                "use a key from CRM_INTEL_API_KEYS",
+            )
         )
-        body = json.dumps({"error": message}).encode()
+        body = json.dumps({"error": error}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -124,9 +136,13 @@ class JSONOnlyMiddleware:
         if media_type in ("application/json", ""):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"error": f"Content-Type {media_type!r} is not supported: send application/json"}
-        ).encode()
+        error = api_error(
+            "unsupported_media_type",
+            f"Content-Type {media_type!r} is not supported",
+            "Content-Type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        )
+        body = json.dumps({"error": error}).encode()
         await send(
             {
                 "type": "http.response.start",

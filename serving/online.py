@@ -2,8 +2,10 @@
 
 Wraps :class:`features.store.OnlineReader` so that a missing or locked SQLite online store
 becomes :class:`OnlineStoreUnavailable` (answered 503) instead of a hang or a 500, and so that
-the store recovers by itself once the file is back: the reader follows a replaced file (what
-``crm-intel features materialize`` does) and is rebuilt from the registry after a failure.
+the store recovers by itself once the file is back: the reader (through the project's online
+store class, :class:`features.online_store.CrmSqliteOnlineStore`) follows a replaced file (each
+materialisation switches in a new generation of it) and is rebuilt from the registry after a
+failure.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +62,12 @@ class OnlineFeatures:
                 self._reader = OnlineReader(feature_store(self.settings), busy_timeout_ms=0)
             return self._reader
 
-    def _read_once(self, how: str, entity: str, ids: Sequence[str]) -> Any:
+    def _read_once(self, how: str, entity: str, ids: Sequence[str], status: bool = False) -> Any:
         reader = self._current()
         try:
-            return getattr(reader, how)(entity, list(ids))
+            if how == "ttl":
+                return reader.ttl(entity)
+            return getattr(reader, how)(entity, list(ids), status)
         except (sqlite3.Error, FeatureStoreNotReadyError) as err:
             message = _explain(err, self.path)
             if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
@@ -73,33 +78,37 @@ class OnlineFeatures:
                     self._reader = None
             raise OnlineStoreUnavailable(message) from None
 
-    def _read(self, how: str, entity: str, ids: Sequence[str]) -> Any:
+    def _read(self, how: str, entity: str, ids: Sequence[str], status: bool = False) -> Any:
         for pause in _pauses(self.timeout_ms):
             try:
-                return self._read_once(how, entity, ids)
+                return self._read_once(how, entity, ids, status)
             except OnlineStoreLocked:
                 time.sleep(pause)
-        return self._read_once(how, entity, ids)  # the last attempt: still locked → raises
+        return self._read_once(how, entity, ids, status)  # the last attempt: still locked
 
-    def frame(self, entity: str, ids: Sequence[str]) -> pd.DataFrame:
-        """:meth:`features.store.OnlineReader.frame` for ``ids`` (the batch's read).
+    def frame(self, entity: str, ids: Sequence[str], status: bool = False) -> pd.DataFrame:
+        """:meth:`features.store.OnlineReader.frame` for ``ids`` (the batch's read); with
+        ``status`` the lifecycle rows too, in the same query.
 
         Raises:
             OnlineStoreUnavailable: the store is missing, locked or not materialised.
         """
-        frame: pd.DataFrame = self._read("frame", entity, ids)
+        frame: pd.DataFrame = self._read("frame", entity, ids, status)
         return frame
 
-    def rows(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """:meth:`features.store.OnlineReader.rows` for ``ids`` (the API's read, no pandas).
+    def rows(self, entity: str, ids: Sequence[str], status: bool = False) -> list[dict[str, Any]]:
+        """:meth:`features.store.OnlineReader.rows` for ``ids`` (the API's read, no pandas);
+        with ``status`` each row's ``lifecycle`` too, in the same query.
 
         Raises:
             OnlineStoreUnavailable: the store is missing, locked or not materialised.
         """
-        rows: list[dict[str, Any]] = self._read("rows", entity, ids)
+        rows: list[dict[str, Any]] = self._read("rows", entity, ids, status)
         return rows
 
-    async def rows_async(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    async def rows_async(
+        self, entity: str, ids: Sequence[str], status: bool = False
+    ) -> list[dict[str, Any]]:
         """:meth:`rows` for an event loop: waits on a lock with ``asyncio.sleep``.
 
         Raises:
@@ -107,18 +116,29 @@ class OnlineFeatures:
         """
         for pause in _pauses(self.timeout_ms):
             try:
-                rows: list[dict[str, Any]] = self._read_once("rows", entity, ids)
+                rows: list[dict[str, Any]] = self._read_once("rows", entity, ids, status)
                 return rows
             except OnlineStoreLocked:
                 await asyncio.sleep(pause)
-        rows = self._read_once("rows", entity, ids)  # the last attempt: still locked → raises
+        rows = self._read_once("rows", entity, ids, status)  # the last attempt: still locked
         return rows
 
+    def ttl(self, entity: str) -> timedelta | None:
+        """How long a feature row of ``entity`` answers for (its registered feature view's TTL;
+        read from the registry once, then cached by the reader).
+
+        Raises:
+            OnlineStoreUnavailable: the store is missing or not applied.
+        """
+        ttl: timedelta | None = self._read_once("ttl", entity, [])
+        return ttl
+
     def check(self) -> str | None:
-        """None when a read works now, else why not (for ``/readyz``); never waits."""
+        """None when a read works now (features and lifecycle), else why not (for
+        ``/readyz``); never waits."""
         try:
-            self._read_once("rows", "lead", [PROBE_ID])
-            self._read_once("rows", "account", [PROBE_ID])
+            self._read_once("rows", "lead", [PROBE_ID], status=True)
+            self._read_once("rows", "account", [PROBE_ID], status=True)
         except OnlineStoreUnavailable as err:
             return str(err)
         return None

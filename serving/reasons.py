@@ -290,20 +290,32 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def label(feature: str, value: Any) -> str:
+UP_SIGN = "+"
+DOWN_SIGN = "\u2212"  # the minus sign, not a hyphen
+
+
+def label(feature: str, value: Any, unseen: bool = False) -> str:
     """A plain-words sentence for ``feature`` having ``value`` (None or NaN when missing).
+
+    ``unseen``: ``value`` is a category the model never saw in training (it scores it as
+    missing), which the sentence says.
 
     Examples:
         >>> label("touches_pricing_page_view_7d", 3.0)
         'Viewed the pricing page 3 times in the last 7 days'
         >>> label("seniority", "director")
         'Seniority: director'
+        >>> label("source", "tiktok", unseen=True)
+        'Lead source "tiktok" (not seen in training)'
     """
     if _missing(value) or (isinstance(value, str) and value in ("", "(missing)")):
         if feature in _MISSING:
             return _MISSING[feature]
         name = _CATEGORY_WORDS.get(feature) or _words(feature)
         return f"{name}: not known"
+    if unseen:
+        name = _CATEGORY_WORDS.get(feature) or _words(feature)
+        return f'{name} "{value}" (not seen in training)'
     if feature in _CATEGORY_WORDS:
         return f"{_CATEGORY_WORDS[feature]}: {str(value).replace('_', ' ')}"
     if isinstance(value, str):
@@ -313,3 +325,8 @@ def label(feature: str, value: Any) -> str:
         if match:
             return make(match, float(value))
     return f"{_words(feature)}: {_format_value(value)}"
+
+
+def signed(text: str, contribution: float) -> str:
+    """A reason's label with the way it moves the score: ``+ …`` raises it, ``− …`` lowers it."""
+    return f"{UP_SIGN if contribution > 0 else DOWN_SIGN} {text}"

@@ -56,7 +56,21 @@ AccountFeatures = _features_model(
     "Account features to use instead of (or where missing, besides) the online store's.",
 )
 
-TopReasons = Annotated[int, Field(ge=0, le=200, description="Reasons per score (0 for none).")]
+TopReasons = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=200,
+        description="Length of each of reasons, reasons_up and reasons_down (0 for none).",
+    ),
+]
+AllowStale = Annotated[
+    bool,
+    Field(
+        description="Score entities whose newest online features are older than the feature "
+        "view's TTL (status 'scored' with stale: true) instead of reporting them 'stale'."
+    ),
+]
 
 
 class LeadInput(Strict):
@@ -80,6 +94,7 @@ class ScoreLeadsRequest(Strict):
     lead_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
     leads: Annotated[list[LeadInput], Field(min_length=1, max_length=MAX_IDS)] | None = None
     top_reasons: TopReasons = 3
+    allow_stale: AllowStale = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ScoreLeadsRequest:
@@ -93,6 +108,7 @@ class ScoreAccountsRequest(Strict):
     account_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
     accounts: Annotated[list[AccountInput], Field(min_length=1, max_length=MAX_IDS)] | None = None
     top_reasons: TopReasons = 3
+    allow_stale: AllowStale = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ScoreAccountsRequest:
@@ -103,35 +119,107 @@ class ScoreAccountsRequest(Strict):
 class Reason(BaseModel):
     feature: str
     value: float | str | None
-    contribution: float = Field(description="TreeSHAP contribution in raw log-odds (> 0 raises).")
-    label: str = Field(description="The reason in plain words.")
+    contribution: float = Field(
+        description="The feature's part in raw_margin, in margin_unit (> 0 raises the score)."
+    )
+    label: str = Field(
+        description="The reason in plain words; a category the model never saw in training is "
+        "labelled '(not seen in training)'."
+    )
+
+
+class ApiError(BaseModel):
+    """An error in the API's words: what went wrong, where, and what to do about it."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. 'unknown_id', 'closed'.")
+    field: str | None = Field(None, description="The request field at fault, if any.")
+    message: str
+    fix: str | None = Field(None, description="What to do about it.")
 
 
 CrmValue = int | float | str | None
+Status = Literal["scored", "unknown", "closed", "stale"]
 
 
 class _Scored(BaseModel):
-    status: Literal["scored", "unknown"]
-    error: str | None = Field(None, description="Why this item was not scored.")
-    probability: float | None = None
-    score: int | None = Field(None, description="1–99: the calibrated probability in percent.")
-    grade: Literal["A", "B", "C", "D"] | None = None
-    reasons: list[Reason] = Field(default_factory=list)
-    log_odds: float | None = Field(None, description="The model's raw log-odds (margin).")
-    base_value: float | None = Field(
-        None, description="TreeSHAP base value: log_odds minus the sum of all contributions."
+    status: Status = Field(
+        description="scored; unknown (no features: not in the CRM data, a prospect account, or "
+        "no feature row yet); closed (converted or disqualified lead, cancelled account: not "
+        "scored); stale (newest features older than the feature view's TTL: not scored "
+        "unless allow_stale)."
     )
-    feature_timestamp: datetime | None = Field(None, description="Snapshot the features describe.")
+    stale: bool = Field(
+        False,
+        description="The online features are older than the TTL (true on 'stale' items and on "
+        "items scored with allow_stale).",
+    )
+    error: ApiError | None = Field(None, description="Why this item was not scored.")
+    lifecycle: str | None = Field(
+        None,
+        description="The entity's status in the CRM (lead: open, recycled, converted, "
+        "disqualified; account: customer, cancelled, prospect).",
+    )
+    closed_at: datetime | None = Field(
+        None, description="When a closed entity converted or cancelled, if recorded."
+    )
+    data_as_of: datetime | None = Field(
+        None, description="The time the CRM data describes; staleness is measured against it."
+    )
+    probability: float | None = Field(
+        None, description="Calibrated probability: the champion's calibrator applied to raw_margin."
+    )
+    score: int | None = Field(None, description="1–99: the calibrated probability in percent.")
+    reasons: list[Reason] = Field(
+        default_factory=list, description="The features with the largest |contribution|."
+    )
+    reasons_up: list[Reason] = Field(
+        default_factory=list,
+        description="The features raising the score most (contribution > 0, largest first).",
+    )
+    reasons_down: list[Reason] = Field(
+        default_factory=list,
+        description="The features lowering the score most (contribution < 0, largest first).",
+    )
+    raw_margin: float | None = Field(
+        None,
+        description="The model's margin before calibration: base_value plus every feature's "
+        "contribution. Not the probability's log-odds: the probability comes from the "
+        "calibrator.",
+    )
+    margin_unit: Literal["log-odds before calibration", "points"] | None = Field(
+        None, description="Unit of raw_margin, base_value and contributions."
+    )
+    base_value: float | None = Field(
+        None, description="The margin before any feature: raw_margin minus every contribution."
+    )
+    feature_timestamp: datetime | None = Field(
+        None, description="When the online features describe the entity (snapshot or creation)."
+    )
+    feature_row: Literal["snapshot", "creation"] | None = Field(
+        None,
+        description="snapshot: a weekly snapshot; creation: a lead created since the last "
+        "snapshot, described as it was created.",
+    )
     features_source: Literal["online", "online+request", "request"] | None = None
-    crm_fields: dict[str, CrmValue] = Field(default_factory=dict)
+    crm_fields: dict[str, CrmValue] = Field(
+        default_factory=dict,
+        description="CRM field → value; emptied (null score) with the reason for closed and "
+        "stale items, none for unknown ones.",
+    )
 
 
 class LeadScore(_Scored):
     lead_id: str
+    grade: Literal["A", "B", "C", "D"] | None = Field(
+        None, description="A ≥ 50, B 25–49, C 10–24, D < 10."
+    )
 
 
 class AccountScore(_Scored):
     account_id: str
+    risk_band: Literal["high", "medium", "low"] | None = Field(
+        None, description="Churn risk band: high ≥ 50, medium 25–49, low < 25."
+    )
     revenue_at_risk: float | None = Field(None, description="Churn probability × 12 × MRR.")
 
 
@@ -140,6 +228,8 @@ class _Batch(BaseModel):
     model_version: str
     scored: int
     unknown: int
+    closed: int = 0
+    stale: int = 0
 
 
 class ScoreLeadsResponse(_Batch):
@@ -223,11 +313,19 @@ class ModelInfo(BaseModel):
     version: str
     run_id: str | None
     feature_service: str | None
+    expected_feature_service: str | None = Field(
+        None, description="The feature service this service scores with."
+    )
     features: list[str]
     calibration: str | None
     roc_auc: float | None
     loaded_at: float | None
-    refresh_error: str | None
+    refresh_error: str | None = Field(
+        None, description="Why the version the champion alias points to is not served."
+    )
+    refused_version: str | None = Field(
+        None, description="A champion version refused (trained for another feature service)."
+    )
 
 
 class ModelInfoResponse(BaseModel):
@@ -238,5 +336,4 @@ class ModelInfoResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    detail: Any = None
+    error: ApiError

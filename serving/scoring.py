@@ -1,29 +1,39 @@
-"""Scoring without BentoML: feature vectors + a champion → probability, score, grade, reasons.
+"""Scoring without BentoML: feature vectors + a champion → probability, score, band, reasons.
 
 The same functions run behind HTTP (``serving.service``), in the nightly batch
 (``crm-intel score leads|accounts``) and in tests, so a lead gets the same numbers everywhere.
 
-One LightGBM call per batch: ``pred_contrib=True`` gives exact TreeSHAP contributions in the raw
-(uncalibrated, class-weighted) log-odds, one per feature plus the base value (``bias``); their sum
-is the raw log-odds, whose logistic is the raw probability that the champion's calibrator maps to
-the probability shown. Reasons are the features with the largest absolute contributions, each
-with a plain-words label (:func:`serving.reasons.label`).
+Trees score in one LightGBM call per batch: ``pred_contrib=True`` gives exact TreeSHAP
+contributions in the raw (uncalibrated, class-weighted) log-odds, one per feature plus the base
+value (``bias``). The logistic model gives exact linear contributions in log-odds, the points
+score points per rule. In every family the contributions plus the base value sum to the
+**raw margin** (log-odds before calibration, or points); the probability shown comes from the
+champion's calibrator applied to that margin, so the margin is not the probability's log-odds.
+
+Reasons: ``reasons`` are the features with the largest absolute contributions (signed),
+``reasons_up`` the ones that raise the score most, ``reasons_down`` the ones that lower it most,
+each with a plain-words label (:func:`serving.reasons.label`; a category the model never saw in
+training says so). Which items are scored at all is :mod:`serving.status`'s decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from serving.reasons import label
-from training.model import MISSING, CalibratedBoostingClassifier
-from training.scoring import grade_from_score, score_from_probability
+from serving.explain import LOG_ODDS, explain_frame, explain_records, margin_unit
+from serving.explain import encode as encode  # re-exported: the benchmark encodes with it
+from serving.reasons import label, signed
+from serving.status import Standing, standing
+from training.model import MISSING
 
 # Model name → (entity in the online store, its join key).
 MODEL_ENTITIES: dict[str, tuple[str, str]] = {
@@ -40,7 +50,7 @@ class Reason:
 
     feature: str
     value: float | str | None
-    contribution: float  # raw log-odds; > 0 raises the score
+    contribution: float  # in the margin's unit; > 0 raises the score
     label: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -53,24 +63,69 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """A row's reasons: the largest by size (signed), the largest raising and lowering it."""
+
+    reasons: list[Reason]
+    up: list[Reason]
+    down: list[Reason]
+
+
+@dataclass(frozen=True)
 class Scored:
     """Scores of a batch of rows, aligned with the input frame's rows.
 
     Attributes:
-        frame: ``probability`` (calibrated), ``score`` (1–99), ``grade`` (A–D),
-            ``raw_log_odds`` (the booster's margin), ``base_value`` (the TreeSHAP expected
-            value) and, for churn, ``revenue_at_risk``.
-        contributions: one column per model feature (raw log-odds), without ``bias``.
+        frame: ``probability`` (calibrated), ``score`` (1–99), ``grade`` (A–D), ``risk_band``
+            (high, medium, low), ``raw_margin`` (contributions + base value, before
+            calibration), ``base_value`` and, given values, ``revenue_at_risk``.
+        contributions: one column per model feature (the margin's unit), without ``bias``.
         reasons: per row, its top reasons by absolute contribution.
+        reasons_up / reasons_down: per row, the features raising / lowering its score most.
+        margin_unit: ``log-odds before calibration`` or ``points``.
     """
 
     frame: pd.DataFrame
     contributions: pd.DataFrame
     reasons: list[list[Reason]]
+    reasons_up: list[list[Reason]] = field(default_factory=list)
+    reasons_down: list[list[Reason]] = field(default_factory=list)
+    margin_unit: str = LOG_ODDS
+
+
+_VOCABULARIES: weakref.WeakKeyDictionary[Any, dict[str, frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def vocabulary(model: Any) -> Mapping[str, frozenset[str]]:
+    """Categorical feature → the values the model saw in training (trees: their fixed levels;
+    the logistic model: its one-hot encoder's categories; a points score has none)."""
+    try:
+        return _VOCABULARIES[model]
+    except (KeyError, TypeError):
+        pass
+    out: dict[str, frozenset[str]] = {}
+    levels = getattr(model, "categories_", None)
+    columns = getattr(model, "columns_", None)
+    if isinstance(levels, dict):
+        out = {col: frozenset(map(str, values)) - {MISSING} for col, values in levels.items()}
+    elif columns is not None and getattr(model, "categorical_", None):
+        try:
+            encoder = columns.named_transformers_["categorical"][-1]
+            out = {
+                col: frozenset(map(str, encoder.categories_[i])) - {MISSING}
+                for i, col in enumerate(model.categorical_)
+            }
+        except (KeyError, AttributeError, IndexError, TypeError):
+            out = {}
+    with contextlib.suppress(TypeError):  # not weak-referenceable: computed again next time
+        _VOCABULARIES[model] = out
+    return out
 
 
 def _plain(value: Any) -> float | str | None:
-    if value is None or value is pd.NA:
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, str):
         return value
@@ -81,6 +136,15 @@ def _plain(value: Any) -> float | str | None:
     return None if np.isnan(number) else number
 
 
+def _unseen(feature: str, value: Any, vocab: Mapping[str, frozenset[str]]) -> bool:
+    return (
+        isinstance(value, str)
+        and value not in ("", MISSING)
+        and feature in vocab
+        and value not in vocab[feature]
+    )
+
+
 def reason_order(contributions: np.ndarray, top: int) -> np.ndarray:
     """Per row, the column indices of the ``top`` largest absolute contributions, largest first
     (ties keep feature order)."""
@@ -88,145 +152,75 @@ def reason_order(contributions: np.ndarray, top: int) -> np.ndarray:
     return np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :top]
 
 
+def signed_orders(contributions: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column indices of the ``top`` largest contributions (largest first) and of
+    the ``top`` smallest (most negative first); callers keep the positive / negative ones."""
+    top = max(0, min(top, contributions.shape[1]))
+    up = np.argsort(-contributions, axis=1, kind="stable")[:, :top]
+    down = np.argsort(contributions, axis=1, kind="stable")[:, :top]
+    return up, down
+
+
+def explain_rows(
+    contributions: np.ndarray,
+    names: Sequence[str],
+    values: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    top: int,
+    vocab: Mapping[str, frozenset[str]] | None = None,
+) -> list[Explanation]:
+    """Each row's :class:`Explanation` from its contributions and feature values.
+
+    Args:
+        contributions: ``(rows, features)`` in the margin's unit (no bias column).
+        names: the model's features, in the columns' order.
+        values: per row, its feature values (dicts, or a frame's rows).
+        top: the length of each list at most.
+        vocab: :func:`vocabulary` of the model, to label unseen categories.
+    """
+    vocab = vocab or {}
+    by_size = reason_order(contributions, top)
+    ups, downs = signed_orders(contributions, top)
+    frame = values if isinstance(values, pd.DataFrame) else None
+    columns = (
+        {n: frame.columns.get_loc(n) for n in names if n in frame.columns}
+        if frame is not None
+        else {}
+    )
+    out = []
+    for i in range(contributions.shape[0]):
+        row = contributions[i]
+        made: dict[int, Reason] = {}
+        for j in {*by_size[i], *ups[i], *downs[i]}:
+            feature = names[j]
+            if frame is not None:
+                raw = frame.iat[i, columns[feature]] if feature in columns else None
+            else:
+                raw = values[i].get(feature)
+            value = _plain(raw)
+            text = label(feature, value, _unseen(feature, value, vocab))
+            made[j] = Reason(feature, value, float(row[j]), text)
+        out.append(
+            Explanation(
+                [made[j] for j in by_size[i]],
+                [made[j] for j in ups[i] if row[j] > 0],
+                [made[j] for j in downs[i] if row[j] < 0],
+            )
+        )
+    return out
+
+
 def top_reasons(
     contributions: pd.DataFrame, features: pd.DataFrame, top: int
 ) -> list[list[Reason]]:
     """The ``top`` features by absolute contribution per row, largest first (ties by name)."""
-    names = list(contributions.columns)
-    values = contributions.to_numpy(dtype=float)
-    columns = {name: features.columns.get_loc(name) for name in names if name in features.columns}
-    out: list[list[Reason]] = []
-    for i, row_order in enumerate(reason_order(values, top)):
-        reasons = []
-        for j in row_order:
-            feature = names[j]
-            value = _plain(features.iat[i, columns[feature]]) if feature in columns else None
-            reasons.append(Reason(feature, value, float(values[i, j]), label(feature, value)))
-        out.append(reasons)
-    return out
-
-
-def encode(model: CalibratedBoostingClassifier, features: pd.DataFrame) -> np.ndarray:
-    """The booster's input as a float matrix: what :func:`training.model.encode_frame` and
-    LightGBM's pandas path produce (categoricals as codes of the model's fixed levels, a missing
-    value as the ``(missing)`` level, an unseen one as NaN), without building a DataFrame.
-
-    Exactly equal to the pandas path (checked in the tests) and ~10× faster for a single row,
-    which is most of a request's time.
-    """
-    names = list(model.feature_names_in_)
-    levels = model.categories_
-    out = np.full((len(features), len(names)), np.nan, dtype=np.float64)
-    numeric = [(j, c) for j, c in enumerate(names) if c not in levels and c in features.columns]
-    if numeric:
-        block = features[[c for _, c in numeric]]
-        if all(dtype.kind == "f" for dtype in block.dtypes):
-            values = block.to_numpy(dtype=np.float64)
-        else:
-            values = np.column_stack(
-                [
-                    pd.to_numeric(block[c], errors="coerce").to_numpy(dtype=np.float64)
-                    for _, c in numeric
-                ]
-            )
-        out[:, [j for j, _ in numeric]] = values
-    for j, col in enumerate(names):
-        if col not in levels:
-            continue
-        codes = {level: float(i) for i, level in enumerate(levels[col])}
-        missing = codes.get(MISSING, np.nan)
-        if col not in features.columns:
-            out[:, j] = missing
-            continue
-        out[:, j] = [
-            missing
-            if v is None or v is pd.NA or (isinstance(v, float) and v != v)
-            else codes.get(str(v), np.nan)
-            for v in features[col].tolist()
-        ]
-    return out
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
-
-
-def encode_records(
-    model: CalibratedBoostingClassifier, records: Sequence[Mapping[str, Any]]
-) -> np.ndarray:
-    """:func:`encode` for feature dicts (the online store's rows), without pandas.
-
-    Gives the same matrix as :func:`encode` on a DataFrame of the same values, so the API (one
-    lead, dicts) and the batch (a frame) score identically.
-    """
-    names = list(model.feature_names_in_)
-    levels = model.categories_
-    out = np.empty((len(records), len(names)), dtype=np.float64)
-    for j, col in enumerate(names):
-        if col in levels:
-            codes = {level: float(i) for i, level in enumerate(levels[col])}
-            missing = codes.get(MISSING, np.nan)
-            for i, record in enumerate(records):
-                v = record.get(col)
-                out[i, j] = missing if _is_missing(v) else codes.get(str(v), np.nan)
-        else:
-            for i, record in enumerate(records):
-                v = record.get(col)
-                if isinstance(v, str):
-                    out[i, j] = _number(v)
-                elif v is None or _is_missing(v):
-                    out[i, j] = np.nan
-                else:
-                    out[i, j] = float(v)
-    return out
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return np.nan
-
-
-def explain_matrix(model: CalibratedBoostingClassifier, X: np.ndarray) -> dict[str, np.ndarray]:
-    """Contributions (``(n, features)``), base value, raw log-odds, calibrated probability, score
-    and grade of an encoded matrix."""
-    contrib = np.asarray(
-        model.booster_.predict(
-            X, num_iteration=model.best_iteration_, pred_contrib=True, num_threads=1
-        )
+    rows = explain_rows(
+        contributions.to_numpy(dtype=float), list(contributions.columns), features, top
     )
-    raw = contrib.sum(axis=1)
-    probability = np.asarray(model.calibrator_(expit(raw)), dtype=float)
-    points = score_from_probability(probability)
-    return {
-        "contributions": contrib[:, :-1],
-        "base_value": contrib[:, -1],
-        "raw_log_odds": raw,
-        "probability": probability,
-        "score": points,
-        "grade": grade_from_score(points),
-    }
-
-
-def contributions(model: CalibratedBoostingClassifier, features: pd.DataFrame) -> np.ndarray:
-    """Exact TreeSHAP contributions in raw log-odds, ``(n, features + 1)``; the last is the base.
-
-    One thread: a single request's rows are too few to share, and OpenMP threads fighting over a
-    busy machine's cores cost several milliseconds a call.
-    """
-    return np.asarray(
-        model.booster_.predict(
-            encode(model, features),
-            num_iteration=model.best_iteration_,
-            pred_contrib=True,
-            num_threads=1,
-        )
-    )
+    return [r.reasons for r in rows]
 
 
 def score(
-    model: CalibratedBoostingClassifier,
+    model: Any,
     features: pd.DataFrame,
     top: int = 3,
     value: Sequence[float] | np.ndarray | None = None,
@@ -234,44 +228,74 @@ def score(
     """Score feature vectors with a champion's model and explain each score.
 
     Args:
-        model: a fitted ``CalibratedBoostingClassifier`` (booster, levels, calibrator).
+        model: a fitted family (trees, logistic or points score).
         features: one row per entity holding (at least) the model's features; numeric ones as
             numbers (NaN when missing), categorical ones as strings. Not modified.
-        top: reasons per row.
+        top: reasons per row (in each of the three lists).
         value: per row, the monthly value (MRR) for revenue at risk; None to leave it out.
 
     Returns:
         :class:`Scored`, rows in the order of ``features``.
     """
-    parts = explain_matrix(model, encode(model, features))
-    frame = pd.DataFrame(
-        {
-            name: parts[name]
-            for name in ("probability", "score", "grade", "raw_log_odds", "base_value")
-        },
-        index=features.index,
-    )
+    parts = explain_frame(model, features)
+    names = ("probability", "score", "grade", "risk_band", "raw_margin", "base_value")
+    frame = pd.DataFrame({name: parts[name] for name in names}, index=features.index)
     if value is not None:
         mrr = np.nan_to_num(np.asarray(value, dtype=float))
         frame["revenue_at_risk"] = frame["probability"].to_numpy() * 12.0 * mrr
-    per_feature = pd.DataFrame(
-        parts["contributions"], index=features.index, columns=list(model.feature_names_in_)
+    columns = list(model.feature_names_in_)
+    per_feature = pd.DataFrame(parts["contributions"], index=features.index, columns=columns)
+    rows = explain_rows(parts["contributions"], columns, features, top, vocabulary(model))
+    return Scored(
+        frame,
+        per_feature,
+        [r.reasons for r in rows],
+        [r.up for r in rows],
+        [r.down for r in rows],
+        margin_unit(model),
     )
-    return Scored(frame, per_feature, top_reasons(per_feature, features, top))
 
 
 def reasons_text(reasons: Sequence[Reason]) -> str:
-    """Reasons as one line for a CRM text field: labels joined by "; "."""
-    return "; ".join(r.label for r in reasons)
+    """Reasons as one line for a CRM text field, each with its sign: those raising the score
+    first (largest first), then those lowering it (largest first), joined by "; ", e.g.
+    ``+ Viewed the pricing page 3 times in the last 30 days; − Last touch 45 days ago``."""
+    up = sorted((r for r in reasons if r.contribution > 0), key=lambda r: -r.contribution)
+    down = sorted((r for r in reasons if r.contribution < 0), key=lambda r: r.contribution)
+    return "; ".join(signed(r.label, r.contribution) for r in [*up, *down])
 
 
 def crm_fields(
-    entity: str, row: Mapping[str, Any], reasons: Sequence[Reason], names: Mapping[str, str]
+    entity: str,
+    row: Mapping[str, Any] | None,
+    reasons: Sequence[Reason],
+    names: Mapping[str, str],
+    standing_: Standing | None = None,
 ) -> dict[str, Any]:
-    """The CRM's field names (from settings) → values, for one scored entity."""
-    out: dict[str, Any] = {
+    """The CRM's field names (from settings) → values, for one entity.
+
+    A scored entity gets its score, grade (lead) or risk band (account), revenue at risk and
+    signed reasons. A closed or stale one gets the same fields emptied and the reason it is not
+    scored in the reasons field, so the CRM clears a score that no longer applies; an unknown one
+    gets none (there may be no record to write to).
+    """
+    status = "scored" if standing_ is None else standing_.status
+    if status == "unknown":
+        return {}
+    band = "grade" if entity == "lead" else "risk_band"
+    if status != "scored" or row is None:
+        error = (standing_.error or {}) if standing_ is not None else {}
+        out: dict[str, Any] = {
+            names[f"{entity}_score"]: None,
+            names[f"{entity}_{band}"]: None,
+            names[f"{entity}_reasons"]: f"Not scored ({status}): {error.get('message', '')}",
+        }
+        if entity == "account":
+            out[names["account_revenue_at_risk"]] = None
+        return out
+    out = {
         names[f"{entity}_score"]: int(row["score"]),
-        names[f"{entity}_grade"]: str(row["grade"]),
+        names[f"{entity}_{band}"]: str(row[band]),
         names[f"{entity}_reasons"]: reasons_text(reasons),
     }
     if entity == "account":
@@ -285,118 +309,183 @@ def iter_chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield ids[start : start + size]
 
 
+def _reasons_json(reasons: Sequence[Reason]) -> str:
+    return json.dumps([r.as_dict() for r in reasons])
+
+
+def _time(value: Any) -> datetime | None:
+    return None if value is None or value is pd.NaT or pd.isna(value) else value
+
+
+def standing_fields(st: Standing) -> dict[str, Any]:
+    """A result's status fields (both the API's and the batch's)."""
+    return {
+        "status": st.status,
+        "stale": st.stale,
+        "error": st.error,
+        "lifecycle": st.lifecycle,
+        "closed_at": st.closed_at,
+        "data_as_of": st.data_as_of,
+        "feature_row": st.feature_row,
+    }
+
+
 def batch_frame(
     entity: str,
     online: pd.DataFrame,
-    scored: Scored,
+    scored: Scored | None,
     model_name: str,
     model_version: str,
     names: Mapping[str, str],
+    standings: Sequence[Standing] | None = None,
 ) -> pd.DataFrame:
-    """What the nightly batch writes: one row per entity with the API's fields and CRM columns.
+    """What the nightly batch writes: one row per entity of ``online``, with the API's fields
+    and the CRM columns.
 
-    ``reasons`` is JSON (a list of ``{feature, value, contribution, label}``) so that Parquet and
-    CSV hold the same text.
+    Args:
+        online: the online rows (join key, ``event_timestamp``, features).
+        scored: :func:`score` of the scorable rows, in order (every row without ``standings``).
+        standings: per row of ``online``, its :class:`serving.status.Standing` (default: all
+            scored).
+
+    ``reasons``, ``reasons_up``, ``reasons_down`` and ``error`` are JSON (lists of
+    ``{feature, value, contribution, label}``; ``{code, field, message, fix}``) so that Parquet
+    and CSV hold the same text. A row that is not scored has empty score columns.
     """
     _, key = MODEL_ENTITIES[MODEL_OF_ENTITY[entity]]
-    frame = scored.frame
-    out = pd.DataFrame({key: online[key].astype(str).to_numpy(dtype=object)}, index=frame.index)
-    out["probability"] = frame["probability"]
-    out["score"] = frame["score"].astype(int)
-    out["grade"] = frame["grade"].astype(str)
-    if "revenue_at_risk" in frame:
-        out["revenue_at_risk"] = frame["revenue_at_risk"]
-    out["raw_log_odds"] = frame["raw_log_odds"]
-    out["base_value"] = frame["base_value"]
-    out["reasons"] = [json.dumps([r.as_dict() for r in rs]) for rs in scored.reasons]
-    out["model"] = model_name
-    out["model_version"] = str(model_version)
-    out["feature_timestamp"] = pd.to_datetime(online["event_timestamp"], utc=True).set_axis(
-        frame.index
-    )
-    fields = [
-        crm_fields(entity, row, rs, names)
-        for row, rs in zip(frame.to_dict("records"), scored.reasons, strict=True)
-    ]
-    for name in fields[0] if fields else ():
-        out[name] = [f[name] for f in fields]
-    return out.reset_index(drop=True)
+    n = len(online)
+    standings = list(standings) if standings is not None else [Standing("scored")] * n
+    band = "grade" if entity == "lead" else "risk_band"
+    scored_at = [i for i, st in enumerate(standings) if st.scorable]
+    frame = scored.frame if scored is not None else pd.DataFrame(index=range(0))
+    assert len(frame) == len(scored_at), "scored rows must be the scorable rows, in order"
+    by_row = {i: k for k, i in enumerate(scored_at)}
+    rows: list[dict[str, Any]] = []
+    timestamps = pd.to_datetime(online["event_timestamp"], utc=True).tolist()
+    ids = online[key].astype(str).tolist()
+    records = frame.to_dict("records")
+    empty: list[Reason] = []
+    for i, st in enumerate(standings):
+        k = by_row.get(i)
+        values = records[k] if k is not None else None
+        reasons = scored.reasons[k] if scored is not None and k is not None else empty
+        fields = standing_fields(st)
+        out: dict[str, Any] = {key: ids[i], **fields}
+        out["error"] = None if st.error is None else json.dumps(st.error)
+        out["probability"] = None if values is None else values["probability"]
+        out["score"] = None if values is None else int(values["score"])
+        out[band] = None if values is None else str(values[band])
+        if entity == "account":
+            # the CLI's summary counts "grade"; for churn it is the risk band (see README)
+            out["grade"] = out[band]
+            out["revenue_at_risk"] = None if values is None else values["revenue_at_risk"]
+        out["raw_margin"] = None if values is None else values["raw_margin"]
+        out["margin_unit"] = None if values is None or scored is None else scored.margin_unit
+        out["base_value"] = None if values is None else values["base_value"]
+        out["reasons"] = _reasons_json(reasons)
+        out["reasons_up"] = _reasons_json(scored.reasons_up[k] if scored and k is not None else [])
+        out["reasons_down"] = _reasons_json(
+            scored.reasons_down[k] if scored and k is not None else []
+        )
+        out["model"] = model_name
+        out["model_version"] = str(model_version)
+        out["feature_timestamp"] = _time(timestamps[i])
+        out.update(crm_fields(entity, values, reasons, names, st))
+        rows.append(out)
+    result = pd.DataFrame(rows)
+    if len(result):
+        result["score"] = result["score"].astype("Int64")
+        for column in ("probability", "raw_margin", "base_value", "revenue_at_risk"):
+            if column in result:
+                result[column] = result[column].astype("float64")
+        for column in ("feature_timestamp", "closed_at", "data_as_of"):
+            result[column] = pd.to_datetime(result[column], utc=True)
+    return result
 
 
 def score_items(
     model_name: str,
-    model: CalibratedBoostingClassifier,
+    model: Any,
     records: Sequence[Mapping[str, Any]],
     overrides: Sequence[Mapping[str, Any] | None],
     top: int,
     names: Mapping[str, str],
+    *,
+    ttl: timedelta | None = None,
+    allow_stale: bool = False,
+    fields: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Score online rows, with request-given features over them, for the API (no pandas).
 
-    An id the online store does not hold and that came without features is reported as
-    ``unknown`` and not scored; every other row is scored in one batch.
+    Each item gets its status first (:func:`serving.status.standing`): closed, unknown and stale
+    items are reported and not scored; the scorable ones are scored in one batch.
 
     Args:
         records: :meth:`features.store.OnlineReader.rows` in request order (join key,
-            ``event_timestamp``, ``found`` and the features).
+            ``event_timestamp``, ``found``, the features and, read with ``status=True``,
+            ``lifecycle``).
         overrides: per row, features given in the request (None for none).
         names: output name → CRM field name (``settings.crm_field_names``).
+        ttl: how long a feature row answers for (the feature view's TTL).
+        allow_stale: score items whose features are older than ``ttl`` anyway.
+        fields: per row, the request field naming it (for errors), e.g. ``lead_ids[0]``.
 
     Returns:
         one dict per row in the layout of ``serving.schemas.LeadScore`` / ``AccountScore``.
     """
     entity, key = MODEL_ENTITIES[model_name]
+    band = "grade" if entity == "lead" else "risk_band"
     results: list[dict[str, Any]] = []
-    scorable: list[int] = []
+    scorable: list[tuple[int, Standing]] = []
     rows: list[Mapping[str, Any]] = []
     for i, record in enumerate(records):
         given = overrides[i]
-        if not record["found"] and not given:
-            results.append(
-                {
-                    key: str(record[key]),
-                    "status": "unknown",
-                    "error": f"{entity} {record[key]!r} is not in the online store "
-                    "(send its features to score it anyway)",
-                }
-            )
+        st = standing(
+            entity,
+            str(record[key]),
+            record,
+            given=bool(given),
+            ttl=ttl,
+            allow_stale=allow_stale,
+            field=fields[i] if fields else None,
+        )
+        out: dict[str, Any] = {key: str(record[key]), **standing_fields(st)}
+        if record.get("found"):
+            out["feature_timestamp"] = record.get("event_timestamp")
+        results.append(out)
+        if not st.scorable:
+            out["crm_fields"] = crm_fields(entity, None, [], names, st)
             continue
-        results.append({})
-        scorable.append(i)
+        scorable.append((i, st))
         rows.append({**record, **given} if given else record)
     if not rows:
         return results
-    parts = explain_matrix(model, encode_records(model, rows))
-    contrib = parts["contributions"]
+    parts = explain_records(model, rows)
     features = list(model.feature_names_in_)
-    for n, (i, row) in enumerate(zip(scorable, rows, strict=True)):
-        reasons = []
-        for j in reason_order(contrib[n : n + 1], top)[0]:
-            value = _plain(row.get(features[j]))
-            reasons.append(
-                Reason(features[j], value, float(contrib[n, j]), label(features[j], value))
-            )
+    explained = explain_rows(parts["contributions"], features, rows, top, vocabulary(model))
+    unit = margin_unit(model)
+    for n, ((i, st), row) in enumerate(zip(scorable, rows, strict=True)):
         record = records[i]
         source = ("online+request" if overrides[i] else "online") if record["found"] else "request"
-        summary: dict[str, Any] = {"score": int(parts["score"][n]), "grade": str(parts["grade"][n])}
+        summary: dict[str, Any] = {"score": int(parts["score"][n]), band: str(parts[band][n])}
         probability = float(parts["probability"][n])
-        out: dict[str, Any] = {
-            key: str(record[key]),
-            "status": "scored",
-            "error": None,
-            "probability": probability,
+        why = explained[n]
+        out = results[i]
+        out.update(
+            probability=probability,
             **summary,
-            "reasons": [r.as_dict() for r in reasons],
-            "log_odds": float(parts["raw_log_odds"][n]),
-            "base_value": float(parts["base_value"][n]),
-            "feature_timestamp": record.get("event_timestamp") if record["found"] else None,
-            "features_source": source,
-        }
+            reasons=[r.as_dict() for r in why.reasons],
+            reasons_up=[r.as_dict() for r in why.up],
+            reasons_down=[r.as_dict() for r in why.down],
+            raw_margin=float(parts["raw_margin"][n]),
+            margin_unit=unit,
+            base_value=float(parts["base_value"][n]),
+            features_source=source,
+        )
         if entity == "account":
             mrr = _plain(row.get(VALUE_FEATURE))
             summary["revenue_at_risk"] = out["revenue_at_risk"] = (
                 probability * 12.0 * (mrr if isinstance(mrr, float) else 0.0)
             )
-        out["crm_fields"] = crm_fields(entity, summary, reasons, names)
-        results[i] = out
+        out["crm_fields"] = crm_fields(entity, summary, why.reasons, names, st)
     return results

@@ -5,7 +5,10 @@ Thin wiring: requests are validated by :mod:`serving.schemas`, features read by
 command) and champions kept current by :mod:`serving.champions`.
 
 Run with ``crm-intel serve`` or ``bentoml serve serving.service:CRMIntel``. Configuration comes
-from :class:`crm.settings.Settings` (``CRM_INTEL_*`` and ``MLFLOW_TRACKING_URI``).
+from :class:`crm.settings.Settings` (``CRM_INTEL_*`` and ``MLFLOW_TRACKING_URI``), read when the
+server starts, never at import: the decorator below holds BentoML's defaults, and the server's
+shape (workers, metrics, access log) reaches BentoML through its own runtime configuration
+(``BENTOML_CONFIG_OVERRIDES``, written by :func:`serving.runtime.server_env`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from crm.settings import Settings
+from features.training import FEATURE_SERVICES
 from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
 from serving.auth import APIKeyMiddleware, JSONOnlyMiddleware
 from serving.champions import Champions
 from serving.online import OnlineFeatures, OnlineStoreUnavailable
+from serving.runtime import SERVICE_NAME
 from serving.schemas import (
     AttributionRequest,
     AttributionResponse,
@@ -35,6 +40,7 @@ from serving.schemas import (
     ScoreLeadsResponse,
 )
 from serving.scoring import MODEL_ENTITIES, score_items
+from serving.status import STATUSES, api_error
 from training.attribution.errors import AttributionError
 
 log = logging.getLogger("crm_intel.serving")
@@ -58,20 +64,33 @@ class _Auth(APIKeyMiddleware):
         super().__init__(app, Settings().api_keys)
 
 
+def _error(status: int, code: str, message: str, fix: str | None = None) -> JSONResponse:
+    """An error response in the API's shape (``serving.status.api_error``)."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    body = {"error": api_error(code, message, fix=fix)}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _unavailable(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
+    return _error(
+        503,
+        "online_store_unavailable",
+        message,
+        "retry shortly; if it persists, run `crm-intel features apply` and "
+        "`crm-intel features materialize`",
+    )
 
 
-_SERVER = Settings()  # read once at import for the server's shape (workers, logging, metrics)
-
-
+# Defaults only: serving.runtime.server_env overrides workers, metrics and the access log from the
+# settings at start. Scoring is CPU-bound and runs on the event loop, so one thread per worker
+# (BentoML reads ``threads`` from the decorator alone; more threads only contend for the GIL).
 @bentoml.service(
-    name="crm_intel",
+    name=SERVICE_NAME,
     traffic={"timeout": 30},
-    workers=_SERVER.serve_workers,
-    threads=_SERVER.serve_threads,
-    metrics={"enabled": _SERVER.serve_metrics},
-    logging={"access": {"enabled": _SERVER.serve_access_log}},
+    workers=1,
+    threads=1,
+    metrics={"enabled": True},
+    logging={"access": {"enabled": False}},
 )
 @bentoml.asgi_app(info_app, path="/")
 class CRMIntel:
@@ -80,7 +99,10 @@ class CRMIntel:
     def __init__(self) -> None:
         self.settings = Settings()
         self.champions = Champions(
-            MODELS, self.settings.tracking_uri(), self.settings.model_refresh_seconds
+            MODELS,
+            self.settings.tracking_uri(),
+            self.settings.model_refresh_seconds,
+            feature_services=FEATURE_SERVICES,
         )
         self.online = OnlineFeatures(self.settings)
         problem = self.online.check()
@@ -113,27 +135,39 @@ class CRMIntel:
         model_name: str,
         ids: list[str],
         overrides: list[dict[str, Any] | None],
+        fields: list[str],
         top: int,
+        allow_stale: bool,
         response: type[Any],
     ) -> Any:
         champion = self.champions[model_name]  # one reference for the whole request
         entity, _ = MODEL_ENTITIES[model_name]
         try:
-            records = await self.online.rows_async(entity, ids)
+            records = await self.online.rows_async(entity, ids, status=True)
+            ttl = self.online.ttl(entity)
         except OnlineStoreUnavailable as err:
             with self._ready_lock:
                 self._ready = (time.monotonic(), str(err))
             return _unavailable(str(err))
         results = score_items(
-            model_name, champion.model, records, overrides, top, self.settings.crm_field_names
+            model_name,
+            champion.model,
+            records,
+            overrides,
+            top,
+            self.settings.crm_field_names,
+            ttl=ttl,
+            allow_stale=allow_stale,
+            fields=fields,
         )
-        scored = sum(r["status"] == "scored" for r in results)
+        counts = dict.fromkeys(STATUSES, 0)
+        for r in results:
+            counts[r["status"]] += 1
         return response.model_validate(
             {
                 "model": model_name,
                 "model_version": champion.version,
-                "scored": scored,
-                "unknown": len(results) - scored,
+                **counts,
                 "results": results,
             }
         )
@@ -148,15 +182,19 @@ class CRMIntel:
         lead_ids: list[str] | None = None,
         leads: list[Any] | None = None,
         top_reasons: int = 3,
+        allow_stale: bool = False,
     ) -> ScoreLeadsResponse:
-        """Lead conversion probability, 1–99 score, grade and top reasons per lead.
+        """Lead conversion probability, 1–99 score, grade and signed reasons per lead.
 
         Send ``lead_ids`` (features from the online store) or ``leads`` with ``features`` that
-        override or fill the online ones; up to 1000 per call. An id the store does not know is
-        reported in its item (``status: unknown``) and the rest are scored.
+        override or fill the online ones; up to 1000 per call. Each item has a ``status``:
+        ``scored``; ``closed`` (converted or disqualified: not scored); ``stale`` (features
+        older than the TTL: not scored unless ``allow_stale``); ``unknown`` (no features).
         """
-        ids, overrides = _unpack(lead_ids, leads, "lead_id")
-        return await self._score("lead_conversion", ids, overrides, top_reasons, ScoreLeadsResponse)
+        ids, overrides, fields = _unpack(lead_ids, leads, "lead_id", "lead")
+        return await self._score(
+            "lead_conversion", ids, overrides, fields, top_reasons, allow_stale, ScoreLeadsResponse
+        )
 
     @bentoml.api(input_spec=ScoreAccountsRequest)
     async def score_accounts(
@@ -164,10 +202,14 @@ class CRMIntel:
         account_ids: list[str] | None = None,
         accounts: list[Any] | None = None,
         top_reasons: int = 3,
+        allow_stale: bool = False,
     ) -> ScoreAccountsResponse:
-        """Churn probability, 1–99 score, grade, revenue at risk and top reasons per account."""
-        ids, overrides = _unpack(account_ids, accounts, "account_id")
-        return await self._score("churn_risk", ids, overrides, top_reasons, ScoreAccountsResponse)
+        """Churn probability, 1–99 score, risk band, revenue at risk and signed reasons per
+        account; cancelled accounts are ``closed``, prospects ``unknown``."""
+        ids, overrides, fields = _unpack(account_ids, accounts, "account_id", "account")
+        return await self._score(
+            "churn_risk", ids, overrides, fields, top_reasons, allow_stale, ScoreAccountsResponse
+        )
 
     @bentoml.api(input_spec=AttributionRequest)
     def attribution(
@@ -183,9 +225,11 @@ class CRMIntel:
                     self.settings.data_dir / "attribution", period.start, period.end, models
                 )
         except AttributionError as err:
-            return JSONResponse({"error": str(err)}, status_code=400)  # type: ignore[return-value]
+            return _error(400, "bad_journeys", str(err))  # type: ignore[return-value]
         except NoAttributionRun as err:
-            return JSONResponse({"error": str(err)}, status_code=404)  # type: ignore[return-value]
+            return _error(  # type: ignore[return-value]
+                404, "no_attribution_run", str(err), "run `crm-intel attribution run` first"
+            )
         out: dict[str, Any] = {
             "source": credit.source,
             "run": credit.run,
@@ -216,14 +260,15 @@ CRMIntel.add_asgi_middleware(  # type: ignore[attr-defined]
 
 
 def _unpack(
-    ids: list[str] | None, items: list[Any] | None, key: str
-) -> tuple[list[str], list[dict[str, Any] | None]]:
+    ids: list[str] | None, items: list[Any] | None, key: str, entity: str
+) -> tuple[list[str], list[dict[str, Any] | None], list[str]]:
+    """Ids, per-item request features and the request field naming each item."""
     if ids is not None:
-        return list(ids), [None] * len(ids)
+        return list(ids), [None] * len(ids), [f"{entity}_ids[{i}]" for i in range(len(ids))]
     assert items is not None  # the request schema guarantees one of them
     out_ids, overrides = [], []
     for item in items:
         out_ids.append(getattr(item, key))
         given = item.features.model_dump(exclude_unset=True) if item.features else None
         overrides.append(given or None)
-    return out_ids, overrides
+    return out_ids, overrides, [f"{entity}s[{i}].{key}" for i in range(len(items))]

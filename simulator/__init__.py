@@ -3,6 +3,8 @@
 Imports only :mod:`crm`.
 """
 
-from simulator.process import SimulationConfig, SimulationResult, simulate, write_simulation
+from simulator.config import SimulationConfig, SimulationResult
+from simulator.run import simulate
+from simulator.tables import write_simulation
 
 __all__ = ["SimulationConfig", "SimulationResult", "simulate", "write_simulation"]

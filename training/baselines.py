@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +24,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 
-def _as_text(X: pd.DataFrame) -> pd.DataFrame:
+def as_text(X: pd.DataFrame) -> pd.DataFrame:
     return X.astype("string").fillna("missing").astype(object)
 
 
-def _as_number(X: pd.DataFrame) -> pd.DataFrame:
+def as_number(X: pd.DataFrame) -> pd.DataFrame:
     return X.apply(pd.to_numeric, errors="coerce").astype("float64")
 
 
@@ -42,7 +43,7 @@ def logistic_baseline(
             (
                 "numeric",
                 make_pipeline(
-                    FunctionTransformer(_as_number, feature_names_out="one-to-one"),
+                    FunctionTransformer(as_number, feature_names_out="one-to-one"),
                     SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                     StandardScaler(),
                 ),
@@ -54,7 +55,7 @@ def logistic_baseline(
             (
                 "categorical",
                 make_pipeline(
-                    FunctionTransformer(_as_text, feature_names_out="one-to-one"),
+                    FunctionTransformer(as_text, feature_names_out="one-to-one"),
                     OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20),
                 ),
                 categorical,
@@ -225,26 +226,42 @@ def points(frame: pd.DataFrame, rules: tuple[Rule, ...]) -> np.ndarray:
 
 
 class RulePointsScore(ClassifierMixin, BaseEstimator):
-    """A fixed points score, mapped to a probability by isotonic regression on training rows.
+    """A fixed points score, mapped to a probability by isotonic regression.
+
+    The map is fitted on the validation rows when ``fit`` is given them (the rows every other
+    candidate is calibrated on), else on the training rows. As a served model its reasons are the
+    rules that fired, each rule's points shared among the features it names (``contribution`` is
+    in points, not log-odds).
 
     Args:
         rules: The scoring rules; only those whose features exist in ``fit``'s frame are used.
     """
 
+    family = "points"
+
     def __init__(self, rules: tuple[Rule, ...] = ()) -> None:
         self.rules = rules
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RulePointsScore:
+    def fit(
+        self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None, y_val: Any = None
+    ) -> RulePointsScore:
         self.rules_ = applicable_rules(self.rules, list(X.columns))
         if not self.rules_:
             raise ValueError("no scoring rule applies to these columns")
+        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
         self.classes_ = np.array([0, 1])
+        rows, labels = (X, y) if X_val is None else (X_val, y_val)
         self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
-            points(X, self.rules_), np.asarray(y, dtype=int)
+            points(rows, self.rules_), np.asarray(labels, dtype=int)
         )
         return self
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        return points(X, self.rules_)
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        """Total points: the sum of the contributions."""
         return points(X, self.rules_)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -253,3 +270,40 @@ class RulePointsScore(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Points per feature (each fired rule's points shared among its features) and a zero
+        ``bias``; they sum to the row's total points."""
+        out = pd.DataFrame(0.0, index=X.index, columns=[*self.feature_names_in_, "bias"])
+        for rule in self.rules_:
+            fired = rule.when(X).fillna(False).to_numpy(dtype=bool) * rule.points
+            for feature in rule.features:
+                out[feature] = out[feature].to_numpy() + fired / len(rule.features)
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "feature_names": list(self.feature_names_in_),
+            "rules": [{"name": r.name, "points": r.points} for r in self.rules_],
+        }
+
+    # Rules hold their condition as code, which no safe serialiser stores: a saved score keeps
+    # the rules' names and finds them again in RULES_BY_NAME when loaded.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["rules"] = [r.name for r in self.rules]
+        if "rules_" in state:
+            state["rules_"] = [r.name for r in state["rules_"]]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["rules"] = tuple(RULES_BY_NAME[name] for name in state["rules"])
+        if "rules_" in state:
+            state["rules_"] = tuple(RULES_BY_NAME[name] for name in state["rules_"])
+        self.__dict__.update(state)
+
+
+RULES_BY_NAME: dict[str, Rule] = {r.name: r for rules in RULES.values() for r in rules}
+assert len(RULES_BY_NAME) == sum(map(len, RULES.values())), "rule names must be unique"

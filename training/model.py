@@ -13,7 +13,7 @@ refitted on all of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import lightgbm as lgb
 import numpy as np
@@ -136,21 +136,38 @@ def categorical_levels(X: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def encode_frame(
-    X: pd.DataFrame, features: list[str], levels: dict[str, list[str]]
+    X: pd.DataFrame,
+    features: list[str],
+    levels: dict[str, list[str]],
+    fill: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """The model's input: ``features`` in order, categoricals as fixed-level categories.
 
-    Unknown categories and missing columns become missing; the input is not modified.
+    Unknown categories and missing columns become missing; a numeric column named in ``fill``
+    has its missing values replaced (see :data:`NEVER_DAYS`); the input is not modified.
     """
     out = {}
+    fill = fill or {}
     for col in features:
         s = X[col] if col in X.columns else pd.Series(np.nan, index=X.index)
         if col in levels:
             values = s.astype("string").fillna(MISSING).astype(object)
             out[col] = pd.Categorical(values, categories=levels[col])
         else:
-            out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
+            numbers = pd.to_numeric(s, errors="coerce").astype("float64")
+            out[col] = numbers.fillna(fill[col]) if col in fill else numbers
     return pd.DataFrame(out, index=X.index)
+
+
+# "Days since the last touch" of a lead never touched is missing. A model constrained to score
+# a more recent touch higher must place "never" beyond every real recency, so constrained
+# recency features read a missing value as this many days.
+NEVER_DAYS = 10_000.0
+
+
+def never_fill(monotone: dict[str, int] | None) -> dict[str, float]:
+    """Missing-value fills for the decreasing (recency) features of ``monotone``."""
+    return {f: NEVER_DAYS for f, d in (monotone or {}).items() if d < 0 and f.startswith("days_")}
 
 
 class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
@@ -180,7 +197,12 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         random_state: Seed for LightGBM and the internal split.
         n_jobs: Threads for LightGBM (1 by default: on small tables and busy machines more
             OpenMP threads are slower, not faster).
+        monotone: feature → +1 (the score never falls as it grows) or -1 (never rises); other
+            features are unconstrained. Missing recency in a -1 ``days_*`` feature reads as
+            :data:`NEVER_DAYS`.
     """
+
+    family = "lightgbm"
 
     def __init__(
         self,
@@ -199,6 +221,7 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         max_bin: int = 255,
         random_state: int = 0,
         n_jobs: int = 1,
+        monotone: dict[str, int] | None = None,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -215,9 +238,19 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.max_bin = max_bin
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.monotone = monotone
 
     def _lgb_params(self, pos_weight: float) -> dict[str, Any]:
+        constraints = {}
+        monotone = self.directions
+        if monotone:
+            names = list(self.feature_names_in_)
+            constraints = {
+                "monotone_constraints": [int(monotone.get(f, 0)) for f in names],
+                "monotone_constraints_method": "advanced",
+            }
         return {
+            **constraints,
             "objective": "binary",
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
@@ -266,9 +299,10 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = len(self.feature_names_in_)
         self.classes_ = np.array([0, 1])
         self.categories_ = categorical_levels(X)
+        self.fill_ = never_fill(self.monotone)
         features = list(self.feature_names_in_)
         train = lgb.Dataset(
-            encode_frame(X, features, self.categories_),
+            encode_frame(X, features, self.categories_, self.fill_),
             label=y,
             categorical_feature=list(self.categories_) or "auto",
             free_raw_data=True,
@@ -277,7 +311,7 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         # validation rows weighted like training rows, so early stopping watches the loss
         # being minimised rather than a calibration the weighting shifts on purpose
         valid = lgb.Dataset(
-            encode_frame(X_val, features, self.categories_),
+            encode_frame(X_val, features, self.categories_, self.fill_),
             label=y_val,
             weight=np.where(y_val == 1, self.scale_pos_weight_, 1.0),
             reference=train,
@@ -298,7 +332,7 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
         if self.refit_full:
             rounds = int(np.ceil(self.best_iteration_ * (len(y) + len(y_val)) / len(y)))
             both = lgb.Dataset(
-                encode_frame(pd.concat([X, X_val]), features, self.categories_),
+                encode_frame(pd.concat([X, X_val]), features, self.categories_, self.fill_),
                 label=np.concatenate([y, y_val]),
                 categorical_feature=list(self.categories_) or "auto",
             )
@@ -308,10 +342,47 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
             self.best_iteration_ = rounds
         return self
 
+    def refit_trees(
+        self, X: pd.DataFrame, y: Any, rows_fitted: int, scale_rounds: bool = True
+    ) -> CalibratedBoostingClassifier:
+        """Refit the trees on more rows (``X, y``: every row whose label is known), with the
+        rounds early stopping chose scaled by ``len(X) / rows_fitted``; the calibrator is kept.
+
+        The rows must all be known at the time the model is trained for: this widens the
+        training part to the validation rows and those between, it never reaches ahead.
+        """
+        y = np.asarray(y, dtype=int)
+        factor = len(y) / max(rows_fitted, 1) if scale_rounds else 1.0
+        rounds = int(np.ceil(self.best_iteration_ * factor))
+        data = lgb.Dataset(
+            self.encode(X), label=y, categorical_feature=list(self.categories_) or "auto"
+        )
+        self.booster_ = lgb.train(self._lgb_params(self.scale_pos_weight_), data, rounds)
+        self.best_iteration_ = rounds
+        return self
+
+    def calibrate(self, X_val: pd.DataFrame, y_val: Any, method: str = "auto") -> Self:
+        """(Re)fit the calibrator on validation rows (selection fits candidates uncalibrated,
+        since calibration does not change a ranking, and calibrates only those it keeps)."""
+        self.calibrator_, self.calibration_losses_ = choose_calibrator(
+            self.raw_proba(X_val), np.asarray(y_val, dtype=int), method, self.random_state
+        )
+        return self
+
+    @property
+    def directions(self) -> dict[str, int]:
+        """The monotone constraints (empty for models saved before they existed)."""
+        return dict(getattr(self, "monotone", None) or {})
+
+    @property
+    def fill(self) -> dict[str, float]:
+        """Missing-value fills applied before the booster (empty for models saved before them)."""
+        return dict(getattr(self, "fill_", {}) or {})
+
     def encode(self, X: pd.DataFrame) -> pd.DataFrame:
         """``X`` as the booster sees it: the trained columns in order, categoricals on the
         training vocabulary (unseen values → missing)."""
-        return encode_frame(X, list(self.feature_names_in_), self.categories_)
+        return encode_frame(X, list(self.feature_names_in_), self.categories_, self.fill)
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.booster_.predict(self.encode(X), num_iteration=self.best_iteration_))
@@ -319,6 +390,14 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
     def raw_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated (class-weighted) probability of the positive class."""
         return self._raw(X)
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        """The booster's raw log-odds (before calibration): the sum of the contributions."""
+        return np.asarray(
+            self.booster_.predict(
+                self.encode(X), raw_score=True, num_iteration=self.best_iteration_
+            )
+        )
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``."""
@@ -343,6 +422,8 @@ class CalibratedBoostingClassifier(ClassifierMixin, BaseEstimator):
             "calibrator": self.calibrator_.to_dict(),
             "best_iteration": self.best_iteration_,
             "scale_pos_weight": self.scale_pos_weight_,
+            "family": self.family,
+            "monotone": self.directions,
         }
 
     @classmethod

@@ -1,22 +1,19 @@
-"""Training stages: check the data, split it, fit the model and its baselines, evaluate.
+"""What every training protocol shares: the model specs, :class:`TrainingResult` (no MLflow
+here; see ``training.tracking``), feature columns, the baselines and the oracle.
 
-Two protocols, both returning a :class:`TrainingResult` (no MLflow here; see ``training.tracking``):
-
-* :func:`train_time_split` for snapshot data (the feature services' training sets, or a table with
-  a timestamp): train on the earliest snapshots, stop early and calibrate on the next ones, test
-  on the last ones. Never a random split across time.
-* :func:`train_cross_validated` for a one-row-per-entity table without a timestamp: stratified
-  5-fold cross-validation for the figures, then one model fitted on every row to register.
+The protocols live beside it: :mod:`training.snapshots` for the feature services' snapshot data
+(the purged time protocol, never a random split across time) and :mod:`training.tables` for a
+bring-your-own table (a time split when it has a timestamp, nested cross-validation when not).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
 from training.baselines import (
     CHURN_RULES,
@@ -30,15 +27,8 @@ from training.data import (
     LABEL,
     TIMESTAMP,
     DataCheck,
-    Minimums,
-    check_counts,
-    fingerprint,
-    split_counts,
-    time_split,
 )
-from training.metrics import binary_metrics
-from training.model import CalibratedBoostingClassifier, categorical_levels
-from training.scoring import score_frame
+from training.model import categorical_levels
 
 
 @dataclass(frozen=True)
@@ -52,6 +42,10 @@ class ModelSpec:
     value_column: str | None = None  # monthly value for revenue at risk
     truth_table: str | None = None  # simulator truth file stem
     truth_column: str | None = None
+    positive_words: str = "positives"  # the outcome in a user's words, for messages
+    # the native model a bring-your-own table stands in for (its rules and known directions);
+    # empty for the native models themselves
+    kind: str = ""
 
 
 SPECS: dict[str, ModelSpec] = {
@@ -62,6 +56,7 @@ SPECS: dict[str, ModelSpec] = {
         LEAD_RULES,
         truth_table="lead_conversion",
         truth_column="p_convert",
+        positive_words="conversions",
     ),
     "churn_risk": ModelSpec(
         "churn_risk",
@@ -71,27 +66,19 @@ SPECS: dict[str, ModelSpec] = {
         value_column="mrr",
         truth_table="churn",
         truth_column="p_churn",
+        positive_words="churned accounts",
     ),
 }
 
 # Snapshot training sets repeat each entity every week, so the effective sample is the number of
 # entities, not rows: shallow trees with large leaves (measured on the simulator: 31-leaf trees
-# memorise entities and lose 0.02-0.04 test ROC AUC). Exported tables are small (thousands of
-# rows): slower learning, small trees, and the trees refitted on all rows after early stopping.
+# memorise entities and lose 0.02-0.04 test ROC AUC).
 SNAPSHOT_PARAMS: dict[str, Any] = {
     "num_leaves": 4,
     "min_child_samples": 1000,
     "learning_rate": 0.05,
     "colsample_bytree": 0.5,
     "reg_lambda": 10.0,
-}
-TABLE_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.04,
-    "num_leaves": 15,
-    "min_child_samples": 20,
-    "colsample_bytree": 0.5,
-    "reg_lambda": 5.0,
-    "refit_full": True,
 }
 
 
@@ -100,7 +87,7 @@ class TrainingResult:
     """A fitted model, its baselines and how they all did on held-out rows."""
 
     model_name: str
-    model: CalibratedBoostingClassifier
+    model: Any  # CalibratedBoostingClassifier, CalibratedLogisticClassifier or RulePointsScore
     numeric: list[str]
     categorical: list[str]
     metrics: dict[str, dict[str, float]]
@@ -115,10 +102,25 @@ class TrainingResult:
     entity_key: str
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # the purged protocol (training.snapshots): the model as of the test cutoff that the metrics
+    # describe (``model`` is the production refit on every closed label), the candidate that
+    # won and why, every candidate's selection figure, the data-sufficiency verdict
+    evaluation_model: Any = None
+    candidate: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
+    backtest: dict[str, Any] = field(default_factory=dict)
+    # refits a registered champion's configuration (a candidate record) the way this model was
+    # evaluated and returns its ROC AUC on the same rows (the promotion gate's comparison)
+    reevaluate: Callable[[dict[str, Any]], float] | None = None
 
     @property
     def features(self) -> list[str]:
         return list(self.model.feature_names_in_)
+
+    @property
+    def family(self) -> str:
+        return str(getattr(self.model, "family", "lightgbm"))
 
     def summary(self) -> dict[str, Any]:
         """Flat figures for ``--json`` and MLflow: the model's metrics unprefixed, the baselines'
@@ -127,16 +129,24 @@ class TrainingResult:
             "model": self.model_name,
             "protocol": self.protocol,
             "feature_service": self.feature_service,
-            "calibration": self.model.calibrator_.method,
-            "best_iteration": self.model.best_iteration_,
+            "family": self.family,
             "features": len(self.features),
             "fingerprint": self.fingerprint,
         }
-        out.update(self.metrics["model"])
+        calibrator = getattr(self.model, "calibrator_", None)
+        out["calibration"] = getattr(calibrator, "method", "isotonic")
+        if hasattr(self.model, "best_iteration_"):
+            out["best_iteration"] = self.model.best_iteration_
+        if self.candidate:
+            out["candidate"] = self.candidate.get("description")
+        if self.verdict:
+            out["data_verdict"] = self.verdict.get("level")
+            out["data_verdict_text"] = self.verdict.get("text")
+        out.update(self.metrics.get("model", {}))
         for other in ("logistic", "rules", "oracle"):
             for k, v in self.metrics.get(other, {}).items():
                 out[f"{other}_{k}"] = v
-            if other in self.metrics and other != "oracle":
+            if other in self.metrics and other != "oracle" and "model" in self.metrics:
                 out[f"roc_auc_lift_over_{other}"] = (
                     self.metrics["model"]["roc_auc"] - self.metrics[other]["roc_auc"]
                 )
@@ -154,12 +164,12 @@ def feature_columns(frame: pd.DataFrame, entity_key: str) -> list[str]:
     return [c for c in frame.columns if c not in (entity_key, TIMESTAMP, LABEL)]
 
 
-def _kinds(X: pd.DataFrame) -> tuple[list[str], list[str]]:
+def feature_kinds(X: pd.DataFrame) -> tuple[list[str], list[str]]:
     categorical = list(categorical_levels(X))
     return [c for c in X.columns if c not in categorical], categorical
 
 
-def _baselines(
+def fit_baselines(
     X: pd.DataFrame,
     y: np.ndarray,
     rules: tuple[Rule, ...],
@@ -167,6 +177,8 @@ def _baselines(
     categorical: list[str],
     random_state: int,
 ) -> tuple[dict[str, Any], list[str]]:
+    """The logistic regression and, where its features exist, the points score, fitted on
+    ``X, y``; and a note when the points score is unavailable."""
     fitted: dict[str, Any] = {
         "logistic": logistic_baseline(numeric, categorical, random_state).fit(X, y)
     }
@@ -192,203 +204,3 @@ def oracle_probabilities(
     t = t.drop_duplicates([entity_key, TIMESTAMP])
     joined = keys.merge(t, on=[entity_key, TIMESTAMP], how="left", validate="many_to_one")
     return joined[column].to_numpy(dtype=float)
-
-
-def train_time_split(
-    frame: pd.DataFrame,
-    spec: ModelSpec,
-    params: dict[str, Any] | None = None,
-    minimums: Minimums | None = None,
-    truth: pd.DataFrame | None = None,
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    gap_days: int = 0,
-    random_state: int = 0,
-) -> TrainingResult:
-    """Train on early snapshots, stop early and calibrate on later ones, test on the last ones.
-
-    Args:
-        frame: Entity key, ``event_timestamp``, ``label`` and features; not modified.
-        spec: The model being trained.
-        params: Estimator parameters over :data:`SNAPSHOT_PARAMS`.
-        minimums: Least counts per split (default :class:`Minimums`).
-        truth: Simulator truth (entity key, ``snapshot_at``, ``spec.truth_column``) for the oracle.
-        validation_fraction: Share of snapshot dates for validation.
-        test_fraction: Share of snapshot dates for test (the latest).
-        gap_days: Snapshots this close before the next part are left out of the earlier one.
-        random_state: Seed for every estimator.
-
-    Raises:
-        NotEnoughData: a split has too few positives or negatives.
-    """
-    frame = frame.sort_values([TIMESTAMP, spec.entity_key], kind="stable").reset_index(drop=True)
-    split = time_split(frame, TIMESTAMP, validation_fraction, test_fraction, gap_days)
-    y = frame[LABEL].to_numpy(dtype=int)
-    ts = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    counts = [
-        split_counts(name, frame.loc[mask, LABEL], ts[mask])
-        for name, mask in (
-            ("train", split.train),
-            ("validation", split.validation),
-            ("test", split.test),
-        )
-    ]
-    check = check_counts(counts, minimums or Minimums())
-    check.raise_if_failed()
-    features = feature_columns(frame, spec.entity_key)
-    X = frame[features]
-    numeric, categorical = _kinds(X)
-    est_params = {**SNAPSHOT_PARAMS, **(params or {}), "random_state": random_state}
-    model = CalibratedBoostingClassifier(**est_params).fit(
-        X[split.train], y[split.train], X[split.validation], y[split.validation]
-    )
-    baselines, notes = _baselines(
-        X[split.train], y[split.train], spec.rules, numeric, categorical, random_state
-    )
-    test = frame[split.test]
-    X_test, y_test = X[split.test], y[split.test]
-    evaluation = test[[spec.entity_key, TIMESTAMP, LABEL]].copy()
-    evaluation["p_model"] = model.predict_proba(X_test)[:, 1]
-    for name, est in baselines.items():
-        evaluation[f"p_{name}"] = est.predict_proba(X_test)[:, 1]
-    metrics = {
-        name: binary_metrics(y_test, evaluation[f"p_{name}"]) for name in ("model", *baselines)
-    }
-    if truth is not None and spec.truth_column:
-        evaluation["p_oracle"] = oracle_probabilities(
-            test, truth, spec.entity_key, spec.truth_column
-        )
-        known = evaluation["p_oracle"].notna().to_numpy()
-        if known.all():
-            metrics["oracle"] = binary_metrics(y_test, evaluation["p_oracle"])
-        elif known.any():
-            metrics["oracle"] = binary_metrics(y_test[known], evaluation.loc[known, "p_oracle"])
-            metrics["model_on_oracle_rows"] = binary_metrics(
-                y_test[known], evaluation.loc[known, "p_model"]
-            )
-            notes.append(f"truth found for {int(known.sum())} of {len(known)} test rows")
-        else:
-            notes.append("no truth rows matched the test rows; oracle not reported")
-    if spec.value_column and spec.value_column in test.columns:
-        scored = score_frame(evaluation["p_model"], test[spec.value_column], evaluation.index)
-        evaluation["revenue_at_risk"] = scored["revenue_at_risk"]
-    window = {
-        "train_start": counts[0].start,
-        "train_end": counts[0].end,
-        "validation_start": counts[1].start,
-        "validation_end": counts[1].end,
-        "test_start": counts[2].start,
-        "test_end": counts[2].end,
-    }
-    return TrainingResult(
-        spec.name,
-        model,
-        numeric,
-        categorical,
-        metrics,
-        evaluation,
-        test,
-        "time_split",
-        check,
-        {k: str(v) for k, v in window.items()},
-        fingerprint(frame),
-        est_params,
-        spec.feature_service,
-        spec.entity_key,
-        notes=notes,
-    )
-
-
-def train_cross_validated(
-    frame: pd.DataFrame,
-    spec: ModelSpec,
-    params: dict[str, Any] | None = None,
-    minimums: Minimums | None = None,
-    folds: int = 5,
-    random_state: int = 0,
-) -> TrainingResult:
-    """Stratified k-fold figures for a table without time, then a final model on every row.
-
-    The reported metrics are means over folds (so ``roc_auc`` is the cross-validated mean); the
-    evaluation frame holds every row's out-of-fold predictions.
-
-    Raises:
-        NotEnoughData: a fold has too few positives or negatives.
-    """
-    frame = frame.reset_index(drop=True)
-    y = frame[LABEL].to_numpy(dtype=int)
-    features = feature_columns(frame, spec.entity_key)
-    X = frame[features]
-    numeric, categorical = _kinds(X)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
-    splits = list(splitter.split(X, y))
-    counts = []
-    for i, (fit_idx, hold_idx) in enumerate(splits):
-        counts.append(split_counts(f"train_fold{i + 1}", frame[LABEL].iloc[fit_idx]))
-        counts.append(split_counts(f"test_fold{i + 1}", frame[LABEL].iloc[hold_idx]))
-    check = check_counts(counts, minimums or Minimums())
-    check.raise_if_failed()
-    est_params = {**TABLE_PARAMS, **(params or {}), "random_state": random_state}
-    evaluation = frame[[spec.entity_key, LABEL]].copy()
-    evaluation["fold"] = 0
-    fold_metrics: list[dict[str, float]] = []
-    notes: list[str] = []
-    per_model: dict[str, list[dict[str, float]]] = {}
-    for i, (fit_idx, hold_idx) in enumerate(splits):
-        model = CalibratedBoostingClassifier(**est_params).fit(X.iloc[fit_idx], y[fit_idx])
-        baselines, notes = _baselines(
-            X.iloc[fit_idx], y[fit_idx], spec.rules, numeric, categorical, random_state
-        )
-        evaluation.loc[hold_idx, "fold"] = i + 1
-        preds = {"model": model.predict_proba(X.iloc[hold_idx])[:, 1]}
-        preds.update({n: b.predict_proba(X.iloc[hold_idx])[:, 1] for n, b in baselines.items()})
-        for name, p in preds.items():
-            evaluation.loc[hold_idx, f"p_{name}"] = p
-            m = binary_metrics(y[hold_idx], p)
-            per_model.setdefault(name, []).append(m)
-            if name == "model":
-                fold_metrics.append({"fold": i + 1, **m})
-    metrics = {
-        name: {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
-        for name, ms in per_model.items()
-    }
-    metrics["model"]["roc_auc_std"] = float(np.std([m["roc_auc"] for m in per_model["model"]]))
-    final = CalibratedBoostingClassifier(**est_params).fit(X, y)
-    return TrainingResult(
-        spec.name,
-        final,
-        numeric,
-        categorical,
-        metrics,
-        evaluation,
-        frame,
-        f"stratified_{folds}_fold_cv",
-        check,
-        {"rows": str(len(frame))},
-        fingerprint(frame),
-        est_params,
-        spec.feature_service,
-        spec.entity_key,
-        fold_metrics,
-        notes,
-    )
-
-
-def train_table(
-    frame: pd.DataFrame,
-    spec: ModelSpec,
-    has_timestamp: bool,
-    params: dict[str, Any] | None = None,
-    minimums: Minimums | None = None,
-    random_state: int = 0,
-) -> TrainingResult:
-    """A prepared one-row-per-entity table: time split when it has a timestamp, else k-fold."""
-    if has_timestamp:
-        return train_time_split(
-            frame,
-            spec,
-            {**TABLE_PARAMS, "refit_full": False, **(params or {})},
-            minimums,
-            random_state=random_state,
-        )
-    return train_cross_validated(frame, spec, params, minimums, random_state=random_state)

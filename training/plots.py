@@ -1,9 +1,11 @@
 """Evaluation plots written as PNG files: ROC, precision-recall, calibration, cumulative gains,
-and a SHAP summary from LightGBM's exact TreeSHAP."""
+and a summary of per-feature contributions (exact TreeSHAP for trees, exact linear contributions
+for the logistic model, points for the points score)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,10 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from training.model import CalibratedBoostingClassifier  # noqa: E402
-
 LABELS = {
-    "p_model": "LightGBM (calibrated)",
+    "p_model": "champion (calibrated)",
     "p_logistic": "logistic regression",
     "p_rules": "rule-based points",
     "p_oracle": "oracle (true probability)",
@@ -93,30 +93,35 @@ def gains_plot(evaluation: pd.DataFrame, path: Path) -> Path:
 
 
 def shap_summary_plot(
-    model: CalibratedBoostingClassifier,
+    model: Any,
     X: pd.DataFrame,
     path: Path,
     max_rows: int = 2000,
     random_state: int = 0,
 ) -> Path:
-    """Beeswarm of exact TreeSHAP values (raw log-odds) on up to ``max_rows`` rows."""
+    """Beeswarm of the model's per-feature contributions on up to ``max_rows`` rows."""
     import shap
 
     sample = X.sample(min(max_rows, len(X)), random_state=random_state) if len(X) else X
     contrib = model.contributions(sample)
     values = contrib.drop(columns="bias").to_numpy()
-    shown = model.encode(sample).apply(
-        lambda s: s.cat.codes.replace(-1, np.nan) if isinstance(s.dtype, pd.CategoricalDtype) else s
+    shown = sample[list(contrib.columns.drop("bias"))].apply(
+        lambda s: (
+            pd.Series(pd.factorize(s)[0], index=s.index).replace(-1, np.nan)
+            if not pd.api.types.is_numeric_dtype(s.dtype)
+            else s
+        )
     )
     shap.summary_plot(values, shown, max_display=20, show=False, plot_size=(7, 7))
     fig = plt.gcf()
-    fig.suptitle("SHAP (log-odds, before calibration)", fontsize=10)
+    unit = "points" if getattr(model, "family", "") == "points" else "log-odds, before calibration"
+    fig.suptitle(f"Contributions ({unit})", fontsize=10)
     return _save(fig, path)
 
 
 def write_plots(
     evaluation: pd.DataFrame,
-    model: CalibratedBoostingClassifier,
+    model: Any,
     X_holdout: pd.DataFrame,
     directory: Path,
 ) -> list[Path]:

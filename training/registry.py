@@ -10,6 +10,9 @@ previous champion back.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
@@ -19,19 +22,23 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from training.model import CalibratedBoostingClassifier
-
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 MODEL_NAMES = ("lead_conversion", "churn_risk")
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 # Types skops may rebuild when loading a model (the package's own classes and LightGBM's).
 SKOPS_TRUSTED_TYPES = [
     "training.model.CalibratedBoostingClassifier",
     "training.model.Calibrator",
+    "training.linear.CalibratedLogisticClassifier",
+    "training.baselines.RulePointsScore",
+    "training.baselines.as_number",
+    "training.baselines.as_text",
     "lightgbm.basic.Booster",
     "collections.OrderedDict",
+    "numpy.dtype",
 ]
 
 
@@ -50,13 +57,37 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
-    """Point MLflow at ``tracking_uri`` (creating a SQLite file's folder) and return a client."""
+    """A client for ``tracking_uri`` (creating a SQLite file's folder). Sets no global URI."""
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@contextmanager
+def tracking_to(tracking_uri: str) -> Iterator[MlflowClient]:
+    """Point MLflow's fluent API (runs, ``log_model``) at ``tracking_uri`` for one block.
+
+    The fluent API has no per-call URI, so the global one is set here and put back after, and
+    nothing else in crm-intel depends on it.
+    """
+    client = client_for(tracking_uri)
+    # MLflow keeps the URI in a global and in the environment (for subprocesses): both are put
+    # back exactly as they were, so no later call or child process inherits this block's URI.
+    saved = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        yield client
+    finally:
+        # MLflow's hints say str, but None is how its implementation unsets a URI
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:
@@ -165,7 +196,7 @@ def _float(value: str | None) -> float | None:
 class Champion(NamedTuple):
     """What the service needs: the model, its registry version and how it was trained."""
 
-    model: CalibratedBoostingClassifier
+    model: Any  # a fitted family of training.selection (trees, logistic or points)
     version: str
     metadata: dict[str, Any]
 
@@ -176,7 +207,7 @@ def load_version(tracking_uri: str, name: str, version: str | int) -> Champion:
     mv = client.get_model_version(name, str(version))
     import mlflow.sklearn
 
-    model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(name, mv.version))
     metadata = {
         **model.metadata(),
         "model": name,

@@ -4,6 +4,8 @@ Reads CSV, Parquet or Excel; turns blanks and placeholder values (``"Select"``, 
 missing values; infers which columns are numbers (also numbers stored as text, such as Telco's
 ``TotalCharges``) and which are categories; drops empty and identifier-like text columns and says
 so. Numeric columns unique per row (such as a CRM's record number) are kept as features.
+
+:func:`feature_frame` cleans a file to be scored exactly as its training table was cleaned.
 """
 
 from __future__ import annotations
@@ -69,6 +71,42 @@ def _numeric_or_none(column: pd.Series) -> pd.Series | None:
     if parsed.notna().mean() >= NUMERIC_SHARE:
         return pd.to_numeric(column, errors="coerce").astype("float64")
     return None
+
+
+def feature_frame(
+    raw: pd.DataFrame, features: list[str], categorical: set[str] | None = None
+) -> pd.DataFrame:
+    """The ``features`` of a raw export cleaned as :func:`prepare_table` cleans them (placeholders
+    as missing, numbers stored as text as numbers), for scoring with a model trained on such a
+    table; ``raw`` is not modified.
+
+    Args:
+        raw: The export (column names are matched after stripping whitespace).
+        features: The model's features, in its order.
+        categorical: The features the model treats as categories; ``None`` to infer each kind
+            from the values as training did.
+
+    Raises:
+        ValueError: a feature is not a column of ``raw``.
+    """
+    columns = {str(c).strip(): c for c in raw.columns}
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise ValueError(
+            f"the table lacks {len(missing)} feature(s) the model was trained on: "
+            f"{', '.join(missing[:10])}"
+        )
+    out: dict[str, pd.Series] = {}
+    for name in features:
+        clean = clean_placeholders(raw[columns[name]])
+        if categorical is None:
+            number = _numeric_or_none(clean)
+        elif name in categorical:
+            number = None
+        else:
+            number = pd.to_numeric(clean, errors="coerce").astype("float64")
+        out[name] = clean.astype("string") if number is None else number
+    return pd.DataFrame(out, index=raw.index)
 
 
 def label_values(column: pd.Series, positive: str | None) -> tuple[np.ndarray, str]:

@@ -28,10 +28,10 @@ from training.registry import (
     CHALLENGER,
     SKOPS_TRUSTED_TYPES,
     champion_version,
-    client_for,
     experiment_id,
     load_version,
     promote,
+    tracking_to,
 )
 
 
@@ -49,6 +49,22 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def version_tags(result: TrainingResult) -> dict[str, str]:
+    """What a registered version says about how it was built (beside its metrics)."""
+    tags = {"family": result.family}
+    if result.candidate:
+        tags["candidate"] = json.dumps(result.candidate, sort_keys=True)
+    if result.window.get("production_as_of"):
+        tags["production_as_of"] = result.window["production_as_of"]
+    if result.window.get("cutoff"):
+        tags["test_cutoff"] = result.window["cutoff"]
+    if result.verdict:
+        tags["data_verdict"] = str(result.verdict.get("level"))
+    for key, value in (result.backtest or {}).get("summary", {}).items():
+        tags[f"backtest_{key}"] = f"{value:.6f}" if isinstance(value, float) else str(value)
+    return tags
+
+
 def _example(result: TrainingResult, rows: int = 5) -> pd.DataFrame:
     """A few held-out rows in the model's input schema (categoricals as plain strings)."""
     frame = result.holdout[result.features].head(rows).copy()
@@ -59,11 +75,49 @@ def _example(result: TrainingResult, rows: int = 5) -> pd.DataFrame:
     return frame
 
 
+def champion_candidate(current: Any, model: Any) -> dict[str, Any]:
+    """How the champion was built: its ``candidate`` tag, or for versions registered before
+    model selection existed, the trees with their own settings."""
+    if current.tags.get("candidate"):
+        return dict(json.loads(current.tags["candidate"]))
+    params = {
+        k: v
+        for k, v in model.get_params().items()
+        if k
+        in (
+            "learning_rate",
+            "num_leaves",
+            "min_child_samples",
+            "reg_lambda",
+            "colsample_bytree",
+            "refit_full",
+        )
+    }
+    return {"name": "lightgbm", "params": params, "keeps_directions": False}
+
+
 def gate(
     result: TrainingResult, tracking_uri: str, challenger: str, margin: float
 ) -> dict[str, Any]:
-    """Decide whether the ``challenger`` version replaces the champion; promote it if so."""
+    """Decide whether the ``challenger`` version replaces the champion; promote it if so.
+
+    Both are compared on rows neither was fitted on. A champion trained before the challenger's
+    test period (its ``production_as_of`` at or before the cutoff) is scored on that period as it
+    is; otherwise the champion's configuration is refitted the way the challenger was (as of the
+    same cutoff, or on the same cross-validation folds) and scored on the same rows.
+    """
     name = result.model_name
+    current = champion_version(tracking_uri, name)
+    if "model" not in result.metrics:  # the fallback: nothing could be tested out of time
+        if current is None:
+            promote(tracking_uri, name, challenger, "first version of this model (fallback)")
+            return {"challenger_version": challenger, "promoted": True, "reason": "no champion yet"}
+        return {
+            "challenger_version": challenger,
+            "champion_version": str(current.version),
+            "promoted": False,
+            "reason": "the challenger could not be tested out of time; kept champion",
+        }
     challenger_auc = float(result.metrics["model"]["roc_auc"])
     decision: dict[str, Any] = {
         "challenger_version": challenger,
@@ -72,34 +126,39 @@ def gate(
         "champion_version": None,
         "champion_roc_auc": None,
     }
-    current = champion_version(tracking_uri, name)
     if current is None:
         promote(tracking_uri, name, challenger, "first version of this model")
         return {**decision, "promoted": True, "reason": "no champion yet"}
     decision["champion_version"] = str(current.version)
-    same_folds = (
-        result.protocol != "time_split"
-        and current.tags.get("fingerprint") == result.fingerprint
-        and current.tags.get("protocol") == result.protocol
-        and current.tags.get("roc_auc") is not None
-    )
-    if same_folds:
-        champion_auc = float(current.tags["roc_auc"])
-        how = "champion's cross-validated ROC AUC on the same data and folds"
-    else:
-        champion = load_version(tracking_uri, name, current.version)
-        needed = list(champion.metadata["feature_names"])
-        missing = [c for c in needed if c not in result.holdout.columns]
-        if missing:
-            return {
-                **decision,
-                "promoted": False,
-                "reason": f"champion v{current.version} needs features absent from this "
-                f"data ({', '.join(missing[:5])}); not comparable, kept champion",
-            }
+    champion = load_version(tracking_uri, name, current.version)
+    needed = list(champion.metadata["feature_names"])
+    missing = [c for c in needed if c not in result.holdout.columns]
+    if missing:
+        return {
+            **decision,
+            "promoted": False,
+            "reason": f"champion v{current.version} needs features absent from this "
+            f"data ({', '.join(missing[:5])}); not comparable, kept champion",
+        }
+    cutoff = result.window.get("cutoff")
+    trained_before = current.tags.get("production_as_of")
+    if cutoff and trained_before and trained_before <= cutoff:
         p = champion.model.predict_proba(result.holdout[needed])[:, 1]
         champion_auc = float(roc_auc_score(result.holdout[LABEL].to_numpy(dtype=int), p))
-        how = "champion scored on the challenger's held-out rows"
+        how = f"champion (trained as of {trained_before}) scored on the period after {cutoff}"
+    elif result.reevaluate is not None:
+        record = champion_candidate(current, champion.model)
+        champion_auc = float(result.reevaluate(record))
+        how = (
+            "champion's configuration refitted as the challenger was "
+            f"({record.get('description') or record['name']}) and scored on the same rows"
+        )
+    else:
+        return {
+            **decision,
+            "promoted": False,
+            "reason": "no rows both models are unfitted on; kept champion",
+        }
     decision["champion_roc_auc"] = champion_auc
     promoted = challenger_auc >= champion_auc + margin
     reason = (
@@ -123,10 +182,12 @@ def log_training_run(
     Returns:
         ``run_id``, ``model_version`` and the gate's ``decision`` (``None`` without registering).
     """
-    client = client_for(tracking_uri)
     exp = experiment_id(tracking_uri, result.model_name)
     summary = result.summary()
-    with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
+    with (
+        tracking_to(tracking_uri) as client,
+        mlflow.start_run(experiment_id=exp, run_name=run_name) as run,
+    ):
         mlflow.log_params({f"model.{k}": v for k, v in result.params.items()})
         mlflow.log_params(
             {
@@ -135,7 +196,8 @@ def log_training_run(
                 "data_fingerprint": result.fingerprint,
                 "n_features": len(result.features),
                 "entity_key": result.entity_key,
-                "calibration": result.model.calibrator_.method,
+                "calibration": summary["calibration"],
+                "family": result.family,
                 "promotion_margin": margin,
                 **{f"data.{k}": v for k, v in result.window.items()},
                 **{
@@ -155,10 +217,14 @@ def log_training_run(
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            write_plots(
-                result.evaluation, result.model, result.holdout[result.features], out / "plots"
-            )
-            mlflow.log_artifacts(str(out / "plots"), "plots")
+            if len(result.evaluation):
+                write_plots(
+                    result.evaluation,
+                    result.evaluation_model or result.model,
+                    result.holdout[result.features],
+                    out / "plots",
+                )
+                mlflow.log_artifacts(str(out / "plots"), "plots")
             (out / "metrics.json").write_text(
                 json.dumps(
                     {
@@ -167,6 +233,10 @@ def log_training_run(
                         "folds": result.fold_metrics,
                         "data_check": [asdict(c) for c in result.data_check.counts],
                         "features": {"numeric": result.numeric, "categorical": result.categorical},
+                        "candidate": result.candidate,
+                        "selection": result.selection,
+                        "data_verdict": result.verdict,
+                        "backtest": result.backtest,
                     },
                     indent=2,
                     default=str,
@@ -187,7 +257,8 @@ def log_training_run(
             metadata={
                 "feature_service": result.feature_service,
                 "data_fingerprint": result.fingerprint,
-                "calibration": result.model.calibrator_.method,
+                "calibration": summary["calibration"],
+                "family": result.family,
             },
         )
         record: dict[str, Any] = {
@@ -199,26 +270,26 @@ def log_training_run(
             return record
         version = str(info.registered_model_version)
         for key in ("roc_auc", "ece", "pr_auc", "brier"):
-            client.set_model_version_tag(result.model_name, version, key, f"{summary[key]:.6f}")
+            if key in summary:
+                client.set_model_version_tag(result.model_name, version, key, f"{summary[key]:.6f}")
         client.set_model_version_tag(result.model_name, version, "fingerprint", result.fingerprint)
         client.set_model_version_tag(result.model_name, version, "protocol", result.protocol)
         client.set_model_version_tag(
             result.model_name, version, "feature_service", result.feature_service
         )
+        for key, value in version_tags(result).items():
+            client.set_model_version_tag(result.model_name, version, key, value)
         client.set_registered_model_alias(result.model_name, CHALLENGER, version)
         decision = gate(result, tracking_uri, version, margin)
-        mlflow.log_metrics(
-            {
-                "gate_challenger_roc_auc": decision["challenger_roc_auc"],
-                "gate_promoted": float(decision["promoted"]),
-            }
-        )
-        if decision["champion_roc_auc"] is not None:
+        mlflow.log_metric("gate_promoted", float(decision["promoted"]))
+        if decision.get("challenger_roc_auc") is not None:
+            mlflow.log_metric("gate_challenger_roc_auc", decision["challenger_roc_auc"])
+        if decision.get("champion_roc_auc") is not None:
             mlflow.log_metric("gate_champion_roc_auc", decision["champion_roc_auc"])
         mlflow.set_tags(
             {
                 "gate_reason": decision["reason"],
-                "gate_champion_version": str(decision["champion_version"]),
+                "gate_champion_version": str(decision.get("champion_version")),
                 "model_version": version,
             }
         )
@@ -232,3 +303,31 @@ def log_training_run(
         client.set_model_version_tag(result.model_name, version, "gate_reason", decision["reason"])
         record.update(model_version=version, decision=decision)
     return record
+
+
+def log_backtest(result: Any, tracking_uri: str, run_name: str = "backtest") -> str:
+    """Log a :class:`training.backtest.BacktestResult` as an MLflow run in the model's experiment:
+    the summary as metrics, per-cutoff figures as a CSV and the chart. Returns the run id."""
+    from training.backtest import backtest_chart
+
+    exp = experiment_id(tracking_uri, result.model_name)
+    with (
+        tracking_to(tracking_uri),
+        mlflow.start_run(experiment_id=exp, run_name=run_name) as run,
+    ):
+        mlflow.set_tags({"model": result.model_name, "kind": "backtest"})
+        mlflow.log_param("protocol", result.protocol)
+        mlflow.log_metrics(
+            {
+                f"backtest_{k}": float(v)
+                for k, v in result.summary.items()
+                if isinstance(v, int | float) and np.isfinite(v)
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            result.rows.to_csv(out / "backtest.csv", index=False)
+            mlflow.log_artifact(str(out / "backtest.csv"))
+            backtest_chart(result, out / "backtest_roc_auc.png")
+            mlflow.log_artifact(str(out / "backtest_roc_auc.png"))
+        return str(run.info.run_id)

@@ -1,4 +1,5 @@
-"""``crm-intel score leads|accounts`` (nightly bulk file) and ``crm-intel serve`` (the API)."""
+"""``crm-intel score leads|accounts`` (nightly bulk file), ``crm-intel score table`` (a
+bring-your-own table model over a file) and ``crm-intel serve`` (the API)."""
 
 from __future__ import annotations
 
@@ -55,19 +56,25 @@ def _score(model: str, out: Path, data_dir: Path | None, top: int | None, json_:
     ) as err:
         raise fail(str(err)) from None
     seconds = time.perf_counter() - started
+    statuses = frame["status"].value_counts().to_dict() if len(frame) else {}
+    said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
     console.print(
-        f"scored {len(frame):,} with {model} v{champion.version} → {out} ({seconds:.1f}s)"
+        f"{len(frame):,} rows ({said or 'none'}) with {model} v{champion.version} → {out} "
+        f"({seconds:.1f}s)"
     )
     if json_:
-        grades = frame["grade"].value_counts().to_dict() if len(frame) else {}
+        band = "risk_band" if "risk_band" in frame.columns else "grade"
+        scored = frame[frame["status"] == "scored"] if len(frame) else frame
+        bands = scored[band].value_counts().to_dict() if len(scored) else {}
         emit_json(
             {
                 "model": model,
                 "model_version": champion.version,
                 "rows": len(frame),
+                "statuses": statuses,
                 "out": str(out),
                 "seconds": round(seconds, 3),
-                "grades": grades,
+                ("risk_bands" if band == "risk_band" else "grades"): bands,
             }
         )
 
@@ -94,11 +101,75 @@ def accounts(
     _score("churn_risk", out, data_dir, top_reasons, json_)
 
 
+@app.command()
+def table(
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Registered table model (crm-intel train ... --table --name).",
+            show_default=False,
+        ),
+    ],
+    table_file: Annotated[
+        Path,
+        typer.Option(
+            "--table",
+            help="Rows to score (CSV, Parquet or Excel) with the columns the model was trained on.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    out: OutOption,
+    id_col: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="Id column of --table (default: the one the model was trained with)."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    top_reasons: TopOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Score every row of a table with the champion of a bring-your-own table model."""
+    from serving.batch import UnsupportedOutput, write_scores
+    from serving.table_scoring import score_table_file
+    from training.registry import NoChampion
+
+    settings = settings_for(data_dir)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise fail(f"--out {out}: use a .parquet or .csv file")
+    started = time.perf_counter()
+    try:
+        frame, champion = score_table_file(settings, name, table_file, id_col, top_reasons)
+        write_scores(frame, out)
+    except (NoChampion, UnsupportedOutput, ValueError) as err:
+        raise fail(str(err)) from None
+    seconds = time.perf_counter() - started
+    console.print(
+        f"scored {len(frame):,} rows of {table_file.name} with {name} v{champion.version} "
+        f"→ {out} ({seconds:.1f}s)"
+    )
+    if json_:
+        emit_json(
+            {
+                "model": name,
+                "model_version": champion.version,
+                "rows": len(frame),
+                "out": str(out),
+                "seconds": round(seconds, 3),
+                "grades": frame["grade"].value_counts().to_dict() if len(frame) else {},
+            }
+        )
+
+
 def _example_lead(settings: Any) -> str:
-    from serving.batch import entity_ids
+    """A lead the service scores now (open, with fresh features), for the curl example."""
+    from serving.batch import scorable_ids
 
     try:
-        ids = entity_ids(settings, "lead")
+        ids = scorable_ids(settings, "lead")
     except (OSError, ValueError, KeyError):
         ids = []
     return ids[0] if ids else "L0000001"
@@ -116,7 +187,7 @@ def serve(
     Needs API keys in CRM_INTEL_API_KEYS; without them one key is generated for this run and
     printed once, so that the curl example works.
     """
-    from crm_intel.demo import QUIET_ENV
+    from serving.runtime import server_env
     from training.registry import MODEL_NAMES, champion_version
 
     settings = settings_for(data_dir)
@@ -129,12 +200,7 @@ def serve(
             f"no champion for {', '.join(missing)} in {uri}: train with "
             "`crm-intel train lead` and `crm-intel train churn` first"
         )
-    env = {
-        **os.environ,
-        **QUIET_ENV,
-        "CRM_INTEL_DATA_DIR": str(settings.data_dir),
-        "MLFLOW_TRACKING_URI": uri,
-    }
+    env = server_env(settings)
     key_shown = "$CRM_INTEL_API_KEY"
     if not settings.api_keys:
         key = secrets.token_urlsafe(24)

@@ -14,6 +14,7 @@ from crm_intel.commands.common import (
     console,
     emit_json,
     fail,
+    progress,
     settings_for,
 )
 
@@ -56,6 +57,32 @@ DropOption = Annotated[
         "--drop", help="Comma-separated columns of --table to leave out (e.g. post-contact fields)."
     ),
 ]
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="Registered model name of a --table model (default: table_<file name>); never "
+        "lead_conversion or churn_risk, whose champions the service scores with.",
+    ),
+]
+GridOption = Annotated[
+    str,
+    typer.Option(
+        "--grid",
+        help="Candidates a --table run tunes by nested cross-validation: full (LightGBM "
+        "tree-size grid and logistic penalties) or small (untuned and shallow LightGBM, "
+        "logistic regression; quick runs).",
+    ),
+]
+TimeLimitOption = Annotated[
+    float,
+    typer.Option(
+        "--time-limit",
+        min=0,
+        help="Seconds for a --table run's search; when they run short no further candidate is "
+        "tried, and the notes say which were left out.",
+    ),
+]
 RegisterOption = Annotated[
     bool,
     typer.Option("--register/--no-register", help="Register the model and run the promotion gate."),
@@ -75,38 +102,63 @@ def _run(
     register: bool,
     seed: int,
     json_: bool,
+    name: str | None = None,
+    grid: str = "full",
+    time_limit: float = 600.0,  # training.tables.DEFAULT_TIME_LIMIT
 ) -> None:
     import dataclasses
 
     from training.data import NotEnoughData
-    from training.pipeline import SPECS, train_table
+    from training.pipeline import SPECS
     from training.tracking import log_training_run
 
     settings = settings_for(data_dir)
     spec = SPECS[model_name]
+    if name is not None and table is None:
+        raise fail(f"--name names a --table model; without --table this trains {model_name}")
+    if grid not in ("full", "small"):
+        raise fail(f"--grid {grid!r}: use full or small")
     try:
         if table is not None:
             from training.table import prepare_table, read_any
+            from training.tables import table_model_name, train_table
 
             if not id_col or not label:
                 raise fail("--table needs --id and --label")
+            registered = table_model_name(table, name)
             drops = tuple(c.strip() for c in (drop or "").split(",") if c.strip())
             prepared = prepare_table(read_any(table), id_col, label, positive, timestamp, drops)
             spec = dataclasses.replace(
-                spec, entity_key=id_col, feature_service=f"table:{table.name}"
+                spec,
+                name=registered,
+                kind=model_name,
+                entity_key=id_col,
+                feature_service=f"table:{table.name}",
             )
             console.print(
-                f"[bold]{table.name}[/]: {len(prepared.frame):,} rows, "
-                f"{len(prepared.numeric)} numeric and {len(prepared.categorical)} "
+                f"[bold]{table.name}[/] → model [bold]{registered}[/]: {len(prepared.frame):,} "
+                f"rows, {len(prepared.numeric)} numeric and {len(prepared.categorical)} "
                 f"categorical features; positive = {prepared.positive!r}"
             )
             for col, why in prepared.dropped.items():
                 console.print(f"  left out [cyan]{col}[/]: {why}")
-            with console.status("training (5-fold)" if not timestamp else "training"):
+            how = "training (time split)" if timestamp else "nested cross-validation"
+            with console.status(how) as status:
                 result = train_table(
-                    prepared.frame, spec, prepared.has_timestamp, random_state=seed
+                    prepared.frame,
+                    spec,
+                    prepared.has_timestamp,
+                    random_state=seed,
+                    grid=grid,
+                    time_limit=time_limit,
+                    progress=lambda line: status.update(f"{how}: {line}"),
                 )
-            extra: dict[str, Any] = {"dropped_columns": prepared.dropped, "table": str(table)}
+            extra: dict[str, Any] = {
+                "dropped_columns": prepared.dropped,
+                "table": str(table),
+                "selection": result.selection,
+                "time_limit_seconds": time_limit,
+            }
         else:
             result = _native(settings, spec, seed)
             extra = {}
@@ -133,8 +185,20 @@ def _run(
         )
 
 
+def protocol_for(settings: Any, model_name: str) -> Any:
+    """The purged protocol with the label window the settings give this model."""
+    from training.protocol import Protocol
+
+    window = (
+        settings.churn_window_days
+        if model_name == "churn_risk"
+        else settings.conversion_window_days
+    )
+    return Protocol(label_window_days=window)
+
+
 def _native(settings: Any, spec: Any, seed: int) -> Any:
-    from training.pipeline import train_time_split
+    from training.snapshots import train_time_split
 
     try:
         from features.training import training_set
@@ -148,8 +212,35 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
     from simulator.truth import read_probability_truth
 
     truth = read_probability_truth(settings.truth_dir, spec.truth_table)
-    with console.status("training"):
-        return train_time_split(frame, spec, truth=truth, random_state=seed)
+    protocol = protocol_for(settings, spec.name)
+    with console.status(f"selecting and testing candidates ({protocol.name})"):
+        result = train_time_split(frame, spec, protocol, truth=truth, random_state=seed)
+    if result.metrics:
+        _short_backtest(result, frame, spec, protocol, truth, seed)
+    return result
+
+
+SHORT_BACKTEST_CUTOFFS = 3
+
+
+def _short_backtest(
+    result: Any, frame: Any, spec: Any, protocol: Any, truth: Any, seed: int
+) -> None:
+    """Back-test the winning configuration at a few earlier cutoffs before it is registered;
+    the registry tags carry the summary."""
+    from training.backtest import backtest
+    from training.snapshots import candidate_from_record
+
+    champion = candidate_from_record(result.candidate)
+    with progress("short back-test", total=SHORT_BACKTEST_CUTOFFS) as advance:
+        try:
+            done = backtest(
+                frame, spec, protocol, SHORT_BACKTEST_CUTOFFS, truth, seed, champion, advance
+            )
+        except ValueError as err:
+            result.notes.append(f"no short back-test: {err}")
+            return
+    result.backtest = {"summary": done.summary, "rows": done.rows.to_dict("records")}
 
 
 def _print_summary(
@@ -169,8 +260,10 @@ def _print_summary(
         "top-10% lift",
     ):
         table.add_column(what, justify="right")
+    if summary.get("data_verdict_text"):
+        console.print(f"[bold]data:[/] {summary['data_verdict_text']}", soft_wrap=True)
     names = {
-        "model": "LightGBM (calibrated)",
+        "model": f"champion: {summary.get('candidate') or summary.get('family')}",
         "logistic": "logistic regression",
         "rules": "rule-based points",
         "oracle": "oracle (true probability)",
@@ -209,12 +302,16 @@ def train_lead(
     positive: PositiveOption = None,
     timestamp: TimestampOption = None,
     drop: DropOption = None,
+    name: NameOption = None,
+    grid: GridOption = "full",
+    time_limit: TimeLimitOption = 600.0,
     register: RegisterOption = True,
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Train the lead conversion model (feature service lead_conversion_v1, or --table)."""
+    """Train the lead conversion model (feature service lead_conversion_v1), or a lead model on
+    --table, registered under its own --name."""
     _run(
         "lead_conversion",
         data_dir,
@@ -227,6 +324,9 @@ def train_lead(
         register,
         seed,
         json_,
+        name,
+        grid,
+        time_limit,
     )
 
 
@@ -238,12 +338,16 @@ def train_churn(
     positive: PositiveOption = None,
     timestamp: TimestampOption = None,
     drop: DropOption = None,
+    name: NameOption = None,
+    grid: GridOption = "full",
+    time_limit: TimeLimitOption = 600.0,
     register: RegisterOption = True,
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Train the churn risk model (feature service churn_risk_v1, or --table)."""
+    """Train the churn risk model (feature service churn_risk_v1), or a churn model on --table,
+    registered under its own --name."""
     _run(
         "churn_risk",
         data_dir,
@@ -256,6 +360,9 @@ def train_churn(
         register,
         seed,
         json_,
+        name,
+        grid,
+        time_limit,
     )
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from crm.settings import Settings
 from crm_intel.cli import app
+from features import online_layout
 from features import store as feature_store_module
 from features.pipeline import FeatureInputError
 from features.store import (
@@ -91,6 +92,41 @@ def test_file_and_asof_offline_stores_agree(settings: Settings) -> None:
     pd.testing.assert_frame_equal(ours, dask, check_dtype=False)
 
 
+def test_saved_dataset_is_persisted_as_parquet_and_read_back(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from feast.errors import SavedDatasetLocationAlreadyExists
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    store = feature_store(settings)
+    entity_df = training_set(settings, "churn_risk")[["account_id", "event_timestamp"]]
+    entity_df = entity_df.sample(200, random_state=2).astype({"account_id": object})
+    service = store.get_feature_service(FEATURE_SERVICES["churn_risk"])
+    job = store.get_historical_features(entity_df=entity_df, features=service)
+    expected = job.to_df()
+    path = tmp_path / "saved" / "churn_sample.parquet"
+    # when the ASOF store's retrieval job is saved as a dataset
+    store.create_saved_dataset(
+        from_=job, name="churn_sample", storage=SavedDatasetFileStorage(path=str(path))
+    )
+    # then the file holds exactly the job's rows, and Feast reads the dataset back
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+    saved = store.get_saved_dataset("churn_sample").to_df()
+    key = ["account_id", "event_timestamp"]
+    pd.testing.assert_frame_equal(
+        saved[expected.columns].sort_values(key).reset_index(drop=True),
+        expected.sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
+    # and an existing file is only replaced when overwriting is allowed
+    storage = SavedDatasetFileStorage(path=str(path))
+    with pytest.raises(SavedDatasetLocationAlreadyExists):
+        job.persist(storage)
+    job.persist(storage, allow_overwrite=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["churn_sample.parquet"]
+
+
 def test_online_vector_equals_the_latest_offline_row_and_feasts_own_read(
     settings: Settings,
 ) -> None:
@@ -160,7 +196,7 @@ def test_failed_materialize_leaves_the_online_store_unchanged(
         rows_before = conn.execute("SELECT count(*) FROM crm_intel_lead_features").fetchone()
 
     # when materialisation fails after the lead table was rewritten, before the account table
-    real = feature_store_module._write_view
+    real = online_layout.fill_view_table
     calls = []
 
     def failing(*args, **kwargs):
@@ -169,7 +205,7 @@ def test_failed_materialize_leaves_the_online_store_unchanged(
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(feature_store_module, "_write_view", failing)
+    monkeypatch.setattr(online_layout, "fill_view_table", failing)
     with pytest.raises(OSError, match="disk full"):
         materialize(data, store)
     # then the online store still serves exactly what it served before
@@ -249,7 +285,7 @@ def test_fast_entity_keys_equal_feasts_serialisation(value: str) -> None:
         EntityKey(join_keys=["lead_id"], entity_values=[Value(string_val=value)]),
         entity_key_serialization_version=3,
     )
-    assert feature_store_module._entity_keys("lead_id", ["L0", value])[1] == feast_key
+    assert online_layout.entity_keys("lead_id", ["L0", value])[1] == feast_key
 
 
 def test_steps_out_of_order_say_what_to_run(tmp_path: Path) -> None:

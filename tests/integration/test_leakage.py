@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from crm.settings import Settings
@@ -15,7 +16,10 @@ from features.pipeline import (
     build_account_features,
     build_content_features,
     build_lead_features,
+    lead_feature_batches,
+    snapshot_times,
 )
+from features.schema import LEAD_CATEGORICAL, LEAD_NUMERIC
 from features.store import apply, build
 from features.training import feature_names, training_set
 from simulator import SimulationResult
@@ -188,3 +192,37 @@ def test_every_training_row_equals_features_from_the_crm_as_known_at_its_time(
         )
         checked += len(at_t)
     assert checked == len(rows) > 1000
+
+
+def _creation_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The creation rows ``crm-intel features build`` adds after the weekly snapshots."""
+    snapshots = build_lead_features(tables, SETTINGS)
+    batches = list(lead_feature_batches(tables, SETTINGS, creation_rows=True))
+    frame = pa.concat_tables(batches).to_pandas()
+    return frame.iloc[len(snapshots) :].reset_index(drop=True)
+
+
+def test_creation_rows_equal_features_from_the_crm_as_known_when_each_lead_was_created(
+    small_sim: SimulationResult,
+) -> None:
+    # given the creation rows of the full CRM (leads created since its last snapshot)
+    rows = _creation_rows(small_sim.tables)
+    last = snapshot_times(small_sim.tables, SETTINGS).max()
+    created = small_sim.tables["leads"].set_index("lead_id")["created_at"]
+    assert len(rows) >= 5 and (rows["event_timestamp"] >= last).all()
+    names = [*LEAD_NUMERIC, *LEAD_CATEGORICAL]
+    # (leads created early enough in the week that their known-at CRM has the same last snapshot)
+    early = rows[rows["event_timestamp"] < last + 6 * DAY].head(6)
+    assert len(early) >= 3
+    for _, row in early.iterrows():
+        t = row["event_timestamp"]
+        # each stamped at its lead's created_at, to the second
+        assert pd.Timedelta(0) <= t - created[row["lead_id"]] < pd.Timedelta(seconds=1)
+        # when the creation rows are rebuilt from only what was known at that time
+        known = _creation_rows(_as_known_at(small_sim.tables, t)).set_index("lead_id")
+        again = known.loc[row["lead_id"]]
+        # then the lead's row is reproduced exactly: nothing after its creation was used
+        assert again["event_timestamp"] == t
+        pd.testing.assert_series_equal(
+            again[names], row[names].rename(row["lead_id"]), check_dtype=False, check_names=False
+        )

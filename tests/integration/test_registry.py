@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.pipeline import SPECS, TrainingResult, train_time_split
+from training.data import Minimums
+from training.pipeline import SPECS, TrainingResult
+from training.protocol import Protocol
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -19,6 +21,7 @@ from training.registry import (
     promote,
     rollback,
 )
+from training.snapshots import train_time_split
 from training.tracking import log_training_run
 
 pytestmark = pytest.mark.integration
@@ -28,7 +31,7 @@ MARGIN = 0.002
 
 def snapshots(seed: int, informative: bool, entities: int = 1000, weeks: int = 10) -> pd.DataFrame:
     """Weekly lead snapshots with lead-style feature names; the last two weeks are the test
-    period (time split 60/20/20), whose features always carry the signal."""
+    period, whose features always carry the signal."""
     rng = np.random.default_rng(seed)
     n = entities * weeks
     demo = rng.poisson(0.3, n).astype(float)
@@ -63,24 +66,34 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlruns' / 'mlflow.db'}"
 
 
+# Synthetic labels look one week ahead: a one-week label window, two weeks each of validation
+# and test (the last two weeks), two of training at least.
+WEEKLY = Protocol(label_window_days=7, validation_days=14, test_days=14, min_train_days=14)
+SMALL = Minimums(train_rows=200, train_positives=20, train_negatives=20)
+
+
 def _train(frame: pd.DataFrame, name: str) -> TrainingResult:
     spec = dataclasses.replace(SPECS["lead_conversion"], name=name)
-    return train_time_split(frame, spec, {"n_estimators": 300})
+    return train_time_split(frame, spec, WEEKLY, SMALL)
 
 
 def test_first_version_becomes_champion_and_a_worse_challenger_is_not_promoted(
     uri: str, tmp_path: Path
 ) -> None:
-    # given a champion trained on informative data
-    good = log_training_run(_train(snapshots(1, informative=True), "gate_lead"), uri, MARGIN)
+    # given a champion trained on informative data that ends before the challenger's test period
+    good = log_training_run(
+        _train(snapshots(1, informative=True, weeks=9), "gate_lead"), uri, MARGIN
+    )
     assert good["decision"]["promoted"] is True
     assert good["decision"]["reason"] == "no champion yet"
-    # when a challenger trained on shuffled features arrives
-    bad_result = _train(snapshots(1, informative=False), "gate_lead")
+    # when a challenger trained on shuffled features arrives with three more weeks
+    bad_result = _train(snapshots(1, informative=False, weeks=12), "gate_lead")
+    assert bad_result.window["production_as_of"] > bad_result.window["cutoff"]
     bad = log_training_run(bad_result, uri, MARGIN)
-    # then the champion, scored on the challenger's own held-out period, wins and stays
+    # then the champion, which never saw the challenger's test period, is scored on it and wins
     decision = bad["decision"]
     assert decision["promoted"] is False
+    assert "scored on the period after" in decision["reason"]
     assert decision["champion_version"] == good["model_version"]
     assert decision["challenger_roc_auc"] == pytest.approx(bad_result.metrics["model"]["roc_auc"])
     assert decision["champion_roc_auc"] > decision["challenger_roc_auc"] + MARGIN
@@ -96,11 +109,32 @@ def test_first_version_becomes_champion_and_a_worse_challenger_is_not_promoted(
     assert (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").is_dir()
 
 
+def test_a_champion_that_saw_the_test_period_is_refitted_before_the_comparison(uri: str) -> None:
+    # given a champion trained on the same weeks as the challenger (it saw the test period)
+    first = _train(snapshots(5, informative=True), "refit_lead")
+    log_training_run(first, uri, MARGIN)
+    second = _train(snapshots(6, informative=True), "refit_lead")
+    # when the gate compares them
+    decision = log_training_run(second, uri, MARGIN)["decision"]
+    # then the champion's configuration is refitted as of the challenger's cutoff on the
+    # challenger's data, and both are scored on the same test rows
+    assert "refitted" in decision["reason"]
+    expected = second.reevaluate(first.candidate) if second.reevaluate else None
+    assert decision["champion_roc_auc"] == pytest.approx(expected)
+    assert decision["promoted"] is (
+        decision["challenger_roc_auc"] >= decision["champion_roc_auc"] + MARGIN
+    )
+
+
 def test_better_challenger_is_promoted_and_rollback_restores_the_previous_champion(
     uri: str,
 ) -> None:
-    weak = log_training_run(_train(snapshots(2, informative=False), "rollback_lead"), uri, MARGIN)
-    strong = log_training_run(_train(snapshots(2, informative=True), "rollback_lead"), uri, MARGIN)
+    weak = log_training_run(
+        _train(snapshots(2, informative=False, weeks=9), "rollback_lead"), uri, MARGIN
+    )
+    strong = log_training_run(
+        _train(snapshots(2, informative=True, weeks=12), "rollback_lead"), uri, MARGIN
+    )
     assert strong["decision"]["promoted"] is True
     assert load_champion("rollback_lead", uri).version == strong["model_version"]
     # when the champion is rolled back
@@ -158,8 +192,12 @@ def test_models_cli_lists_promotes_and_rolls_back_explicitly(
     from crm_intel.cli import app
 
     # given two versions of a model, the second kept as challenger by the gate
-    first = log_training_run(_train(snapshots(4, informative=True), "cli_lead"), uri, MARGIN)
-    second = log_training_run(_train(snapshots(4, informative=False), "cli_lead"), uri, MARGIN)
+    first = log_training_run(
+        _train(snapshots(4, informative=True, weeks=9), "cli_lead"), uri, MARGIN
+    )
+    second = log_training_run(
+        _train(snapshots(4, informative=False, weeks=12), "cli_lead"), uri, MARGIN
+    )
     assert second["decision"]["promoted"] is False
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()

@@ -42,11 +42,13 @@ def test_retraining_notebook_trains_registers_and_explains(
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code)
     assert [o for c in code for o in c.outputs if o.output_type == "error"] == []
-    # the first version became champion and the comparison shows it
+    # the data verdict was said in plain words (12 months cannot test a churn model out of time:
+    # the points score serves) and the first version became champion
+    train = next(c for c in code if "train_time_split(frame" in c.source)
+    said = "".join(o.get("text", "") for o in train.outputs if o.output_type == "stream")
+    assert "History is short" in said and "Fallback: the points score" in said
     gate = next(c for c in code if "log_training_run(result" in c.source)
     assert "'promoted': True" in gate.outputs[-1]["data"]["text/plain"]
-    compare = next(c for c in code if "comparison.round(4)" in c.source)
-    assert "champion v1" in compare.outputs[-1]["data"]["text/plain"]
     # and the SHAP summary was drawn, into the tmp data dir only
     assert (data_dir / "shap_summary.png").stat().st_size > 10_000
     assert (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from crm.settings import Settings
 from crm_intel.demo import Deployment, build_demo
-from serving.batch import entity_ids, score_batch, write_scores
+from serving.batch import score_batch, write_scores
 from training.registry import client_for, load_champion, promote
 
 pytestmark = pytest.mark.integration
@@ -65,14 +65,48 @@ def client(deployment: Deployment) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def lead_ids(settings: Settings) -> list[str]:
-    return entity_ids(settings, "lead")[:40]
+def lead_batch(settings: Settings) -> pd.DataFrame:
+    """The nightly batch of every lead (status, scores, reasons), keyed by lead_id."""
+    frame, _ = score_batch(settings, "lead_conversion")
+    return frame.set_index("lead_id", drop=False)
 
 
 @pytest.fixture(scope="module")
-def account_ids(settings: Settings) -> list[str]:
+def account_batch(settings: Settings) -> pd.DataFrame:
     frame, _ = score_batch(settings, "churn_risk")
-    return frame["account_id"].tolist()[:20]
+    return frame.set_index("account_id", drop=False)
+
+
+@pytest.fixture(scope="module")
+def lead_ids(lead_batch: pd.DataFrame) -> list[str]:
+    """Leads the service scores: open, with fresh weekly snapshots."""
+    scored = lead_batch[
+        (lead_batch["status"] == "scored") & (lead_batch["feature_row"] == "snapshot")
+    ]
+    return scored["lead_id"].tolist()[:40]
+
+
+@pytest.fixture(scope="module")
+def account_ids(account_batch: pd.DataFrame) -> list[str]:
+    return account_batch[account_batch["status"] == "scored"]["account_id"].tolist()[:20]
+
+
+@pytest.fixture(scope="module")
+def lifecycle(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The lifecycle tables the features build wrote, by entity."""
+    return {
+        entity: pd.read_parquet(settings.features_dir / f"{entity}_status.parquet").set_index(
+            f"{entity}_id", drop=False
+        )
+        for entity in ("lead", "account")
+    }
+
+
+def _same_reasons(api: list[dict], batch: list[dict]) -> None:
+    """The API's and the batch's reasons name the same features, values and labels, with the
+    same contributions."""
+    assert [(r["feature"], r["label"]) for r in api] == [(r["feature"], r["label"]) for r in batch]
+    assert [r["contribution"] for r in api] == pytest.approx([r["contribution"] for r in batch])
 
 
 def _wait(predicate, timeout: float = 15.0, step: float = 0.1) -> bool:
@@ -107,6 +141,8 @@ def test_model_info_needs_a_key_and_names_the_champions(client, deployment):
     info = client.get("/model_info", headers=AUTH).json()
     assert info["models"]["lead_conversion"]["version"] == deployment.versions["lead_conversion"]
     assert info["models"]["churn_risk"]["feature_service"] == "churn_risk_v1"
+    assert info["models"]["lead_conversion"]["expected_feature_service"] == "lead_conversion_v1"
+    assert info["models"]["lead_conversion"]["refused_version"] is None
     assert info["online_store_ready"] is True
     assert info["crm_field_names"]["lead_score"] == "Lead_Score__c"
 
@@ -152,7 +188,9 @@ def test_non_json_content_type_is_415(client):
 # -------------------------------------------------------------------------------- scoring
 
 
-def test_lead_scores_equal_the_batch_and_explain_the_log_odds(client, settings, lead_ids, tmp_path):
+def test_lead_scores_equal_the_batch_and_explain_the_raw_margin(
+    client, settings, lead_ids, tmp_path
+):
     # Given the nightly batch written to a file for the same leads
     batch, champion = score_batch(settings, "lead_conversion", lead_ids, top=3)
     write_scores(batch, tmp_path / "leads.parquet")
@@ -163,34 +201,38 @@ def test_lead_scores_equal_the_batch_and_explain_the_log_odds(client, settings, 
     body = r.json()
     assert body["model_version"] == champion.version and body["scored"] == len(lead_ids)
     # Then probability, score, grade and top reasons equal the batch, and the contributions
-    # plus the base value are the booster's raw log-odds
-    online = pd.DataFrame([{"lead_id": i} for i in lead_ids])
+    # plus the base value are the champion's margin before calibration
     from features.store import online_features
 
     features = online_features(settings, "lead", lead_ids)
-    raw = champion.model.booster_.predict(
-        champion.model.encode(features),
-        raw_score=True,
-        num_iteration=champion.model.best_iteration_,
-    )
-    for item, log_odds in zip(body["results"], raw, strict=True):
+    raw = champion.model.margin(features)
+    for item, margin in zip(body["results"], raw, strict=True):
         row = from_file.loc[item["lead_id"]]
+        assert item["status"] == row["status"] == "scored" and item["stale"] is False
         assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
         assert item["score"] == row["score"] and item["grade"] == row["grade"]
         assert [r["feature"] for r in item["reasons"][:3]] == [
             r["feature"] for r in json.loads(row["reasons"])
         ]
         total = sum(r["contribution"] for r in item["reasons"]) + item["base_value"]
-        assert total == pytest.approx(log_odds, abs=1e-9)
-        assert item["log_odds"] == pytest.approx(log_odds, abs=1e-9)
+        assert total == pytest.approx(margin, abs=1e-9)
+        assert item["raw_margin"] == pytest.approx(margin, abs=1e-9)
+        assert row["raw_margin"] == pytest.approx(margin, abs=1e-9)
+        assert item["margin_unit"] == row["margin_unit"] == "log-odds before calibration"
+        assert "log_odds" not in item
         fields = item["crm_fields"]
         assert (fields["Lead_Score__c"], fields["Lead_Grade__c"]) == (
             row["Lead_Score__c"],
             row["Lead_Grade__c"],
         )
-        assert fields["Score_Reasons__c"].startswith(row["Score_Reasons__c"])
-        assert item["feature_timestamp"] is not None
-    assert len(online) == len(lead_ids)
+        assert item["feature_timestamp"] is not None and item["feature_row"] == "snapshot"
+    # and with the batch's number of reasons, the lists and the CRM text are the batch's
+    three = client.post("/score_leads", json={"lead_ids": lead_ids}, headers=AUTH).json()
+    for item in three["results"]:
+        row = from_file.loc[item["lead_id"]]
+        for name in ("reasons", "reasons_up", "reasons_down"):
+            _same_reasons(item[name], json.loads(row[name]))
+        assert item["crm_fields"]["Score_Reasons__c"] == row["Score_Reasons__c"]
 
 
 def test_unknown_id_is_reported_and_the_rest_scored(client, lead_ids):
@@ -200,7 +242,10 @@ def test_unknown_id_is_reported_and_the_rest_scored(client, lead_ids):
     body = r.json()
     assert r.status_code == 200 and body["scored"] == 2 and body["unknown"] == 1
     assert [x["status"] for x in body["results"]] == ["scored", "unknown", "scored"]
-    assert "NOPE-1" in body["results"][1]["error"]
+    error = body["results"][1]["error"]
+    assert error["code"] == "unknown_id" and error["field"] == "lead_ids[1]"
+    assert "NOPE-1" in error["message"] and error["fix"]
+    assert body["results"][1]["crm_fields"] == {}
 
 
 def test_given_features_override_the_online_ones(client, settings, lead_ids):
@@ -246,17 +291,170 @@ def test_a_lead_only_known_from_the_request_is_scored(client):
     assert item["feature_timestamp"] is None
 
 
-def test_account_scores_carry_revenue_at_risk(client, settings, account_ids):
+def test_account_scores_carry_revenue_at_risk_and_a_risk_band(client, settings, account_ids):
     r = client.post("/score_accounts", json={"account_ids": account_ids}, headers=AUTH)
     assert r.status_code == 200
     batch, _ = score_batch(settings, "churn_risk", account_ids)
     batch = batch.set_index("account_id")
     for item in r.json()["results"]:
         row = batch.loc[item["account_id"]]
+        assert item["status"] == row["status"] == "scored"
         assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
         assert item["revenue_at_risk"] == pytest.approx(row["revenue_at_risk"], rel=1e-9)
-        assert item["crm_fields"]["Revenue_At_Risk__c"] == round(row["revenue_at_risk"], 2)
-        assert item["crm_fields"]["Churn_Risk_Score__c"] == item["score"]
+        fields = item["crm_fields"]
+        assert fields["Revenue_At_Risk__c"] == round(row["revenue_at_risk"], 2)
+        assert fields["Churn_Risk_Score__c"] == item["score"]
+        # churn is banded, not graded: high >= 50, medium 25-49, low < 25
+        band = "high" if item["score"] >= 50 else "medium" if item["score"] >= 25 else "low"
+        assert item["risk_band"] == row["risk_band"] == fields["Churn_Risk_Band__c"] == band
+        assert "grade" not in item and "Churn_Risk_Grade__c" not in fields
+
+
+# ------------------------------------------------------------------------ status of an item
+
+
+def _one(client, path: str, body: dict) -> dict:
+    r = client.post(path, json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_each_status_scored_unknown_closed_stale(client, lead_batch, lifecycle, lead_ids):
+    # given a scored lead, a converted one, a disqualified one, a stale one and an unknown id
+    leads = lifecycle["lead"]
+    converted = leads[leads["status"] == "converted"]["lead_id"].iloc[0]
+    disqualified = leads[leads["status"] == "disqualified"]["lead_id"].iloc[0]
+    stale = lead_batch[lead_batch["status"] == "stale"]["lead_id"].iloc[0]
+    ids = [lead_ids[0], converted, disqualified, stale, "NOPE-2"]
+    # when the API scores them
+    body = _one(client, "/score_leads", {"lead_ids": ids})
+    results = {r["lead_id"]: r for r in body["results"]}
+    # then each has its status, and only the first one a score
+    assert [r["status"] for r in body["results"]] == [
+        "scored",
+        "closed",
+        "closed",
+        "stale",
+        "unknown",
+    ]
+    assert (body["scored"], body["closed"], body["stale"], body["unknown"]) == (1, 2, 1, 1)
+    for lead in ids[1:]:
+        item = results[lead]
+        assert item["score"] is None and item["probability"] is None and item["reasons"] == []
+        assert item["error"]["code"] in ("closed", "stale_features", "unknown_id")
+    # a converted lead says since when; a disqualified one has no date to say
+    conv = results[converted]
+    converted_at = pd.Timestamp(leads.loc[converted, "converted_at"])
+    assert pd.Timestamp(conv["closed_at"]) == converted_at
+    assert (
+        conv["lifecycle"] == "converted"
+        and converted_at.date().isoformat() in (conv["error"]["message"])
+    )
+    assert results[disqualified]["closed_at"] is None
+    assert "date not recorded" in results[disqualified]["error"]["message"]
+    # the CRM fields of a closed lead are emptied, with the reason
+    fields = conv["crm_fields"]
+    assert fields["Lead_Score__c"] is None and fields["Score_Reasons__c"].startswith("Not scored")
+    # a stale lead reports its feature timestamp, older than the TTL at the data's as-of time
+    item = results[stale]
+    age = pd.Timestamp(item["data_as_of"]) - pd.Timestamp(item["feature_timestamp"])
+    assert item["stale"] is True and age > pd.Timedelta(days=14)
+    assert item["error"]["field"] == "lead_ids[3]" and "allow_stale" in item["error"]["fix"]
+
+
+def test_allow_stale_scores_stale_leads_with_a_flag(client, settings, lead_batch):
+    stale = lead_batch[lead_batch["status"] == "stale"]["lead_id"].tolist()[:5]
+    body = _one(client, "/score_leads", {"lead_ids": stale, "allow_stale": True})
+    assert body["scored"] == len(stale) and body["stale"] == 0
+    batch, _ = score_batch(settings, "lead_conversion", stale, allow_stale=True)
+    batch = batch.set_index("lead_id")
+    for item in body["results"]:
+        assert item["status"] == "scored" and item["stale"] is True and item["error"] is None
+        assert item["probability"] == pytest.approx(batch.loc[item["lead_id"], "probability"])
+        assert bool(batch.loc[item["lead_id"], "stale"])
+        assert item["crm_fields"]["Lead_Score__c"] == item["score"]
+
+
+def test_a_lead_created_since_the_last_snapshot_is_scored_from_its_creation_features(
+    client, settings, lifecycle
+):
+    # given open leads created after the last weekly snapshot (Monday 00:00), which no
+    # snapshot describes
+    from features.store import online_features
+
+    features = pd.read_parquet(settings.features_dir / "lead_features.parquet")
+    stamps = features["event_timestamp"]
+    last = stamps[(stamps == stamps.dt.normalize()) & (stamps.dt.dayofweek == 0)].max()
+    leads = lifecycle["lead"]
+    created = pd.to_datetime(leads["created_at"], utc=True)
+    new = leads[(created >= last) & (leads["status"] == "open")]["lead_id"].tolist()
+    assert new, "the demo CRM has leads created since its last snapshot"
+    # when the API scores them
+    body = _one(client, "/score_leads", {"lead_ids": new})
+    # then each is scored from its creation row: stamped at created_at, no touch, age 0, the
+    # source and firmographics it was created with
+    assert body["scored"] == len(new)
+    online = online_features(settings, "lead", new).set_index("lead_id")
+    raw = pd.read_parquet(settings.raw_dir / "leads.parquet").set_index("lead_id")
+    for item in body["results"]:
+        lead = item["lead_id"]
+        assert item["status"] == "scored" and item["feature_row"] == "creation"
+        stamp = pd.Timestamp(item["feature_timestamp"])  # created_at, to the second
+        assert pd.Timedelta(0) <= stamp - created[lead] <= pd.Timedelta("1s")
+        row = online.loc[lead]
+        assert row["touches_90d"] == 0
+        assert 0 <= row["days_since_created"] <= 1 / 86_400  # stamped within a second of it
+        assert row["source"] == raw.loc[lead, "source"]
+        assert row["country"] == raw.loc[lead, "country"]
+    # and the offline table holds those creation rows after every snapshot
+    assert set(features.loc[stamps > last, "lead_id"]) >= set(new)
+
+
+def test_reasons_up_raise_reasons_down_lower_and_the_crm_text_is_signed(client, lead_ids):
+    body = _one(client, "/score_leads", {"lead_ids": lead_ids[:10], "top_reasons": 4})
+    for item in body["results"]:
+        up = [r["contribution"] for r in item["reasons_up"]]
+        down = [r["contribution"] for r in item["reasons_down"]]
+        assert len(up) <= 4 and len(down) <= 4 and (up or down)
+        assert all(c > 0 for c in up) and up == sorted(up, reverse=True)
+        assert all(c < 0 for c in down) and down == sorted(down)
+        # the CRM text: the top reasons, raising ones first, each with its sign
+        parts = item["crm_fields"]["Score_Reasons__c"].split("; ")
+        signs = [p[0] for p in parts]
+        assert signs == sorted(signs, key=lambda s: s != "+") and set(signs) <= {"+", "\u2212"}
+        expected = sorted(
+            item["reasons"], key=lambda r: (r["contribution"] < 0, -abs(r["contribution"]))
+        )
+        assert [p[2:] for p in parts] == [r["label"] for r in expected if r["contribution"] != 0]
+
+
+def test_an_unseen_category_is_labelled_in_the_reasons(client, lead_ids):
+    body = _one(
+        client,
+        "/score_leads",
+        {
+            "leads": [{"lead_id": lead_ids[0], "features": {"source": "tiktok"}}],
+            "top_reasons": 200,
+        },
+    )
+    item = body["results"][0]
+    assert item["status"] == "scored" and item["features_source"] == "online+request"
+    source = [r for r in item["reasons"] if r["feature"] == "source"]
+    assert source and source[0]["label"] == 'Lead source "tiktok" (not seen in training)'
+
+
+def test_cancelled_accounts_are_closed_and_prospects_unknown(client, lifecycle):
+    accounts = lifecycle["account"]
+    cancelled = accounts[accounts["status"] == "cancelled"]["account_id"].iloc[0]
+    prospect = accounts[accounts["status"] == "prospect"]["account_id"].iloc[0]
+    body = _one(client, "/score_accounts", {"account_ids": [cancelled, prospect]})
+    closed, unknown = body["results"]
+    assert closed["status"] == "closed" and closed["lifecycle"] == "cancelled"
+    assert pd.Timestamp(closed["closed_at"]) == pd.Timestamp(
+        accounts.loc[cancelled, "cancelled_at"]
+    )
+    assert closed["crm_fields"]["Churn_Risk_Band__c"] is None
+    assert unknown["status"] == "unknown" and unknown["error"]["code"] == "not_a_customer"
 
 
 # ---------------------------------------------------------------------------- attribution
@@ -285,13 +483,13 @@ def test_attribution_without_conversions_is_400(client):
         json={"journeys": [{"channels": ["email"], "conversions": 0, "nulls": 5}]},
         headers=AUTH,
     )
-    assert r.status_code == 400 and "conversion" in r.json()["error"]
+    assert r.status_code == 400 and "conversion" in r.json()["error"]["message"]
 
 
 def test_attribution_for_a_period_reads_the_latest_run(client, settings):
     period = {"start": "2026-01-01", "end": "2026-03-31"}
     r = client.post("/attribution", json={"period": period}, headers=AUTH)
-    assert r.status_code == 404 and "attribution" in r.json()["error"]
+    assert r.status_code == 404 and "attribution" in r.json()["error"]["message"]
     run = settings.data_dir / "attribution" / "run-1"
     run.mkdir(parents=True)
     try:
@@ -331,7 +529,9 @@ def test_missing_online_store_is_503_and_not_ready_then_recovers(client, setting
     os.replace(db, aside)
     try:
         r = client.post("/score_leads", json={"lead_ids": lead_ids[:1]}, headers=AUTH)
-        assert r.status_code == 503 and "missing" in r.json()["error"]
+        error = r.json()["error"]
+        assert r.status_code == 503 and "missing" in error["message"]
+        assert error["code"] == "online_store_unavailable" and "materialize" in error["fix"]
         assert _wait(lambda: client.get("/readyz").status_code == 503)
         assert client.get("/model_info", headers=AUTH).json()["online_store_ready"] is False
     finally:
@@ -346,7 +546,7 @@ def test_locked_online_store_is_503_quickly_then_recovers(client, settings, lead
     try:
         started = time.perf_counter()
         r = client.post("/score_leads", json={"lead_ids": lead_ids[:2]}, headers=AUTH)
-        assert r.status_code == 503 and "locked" in r.json()["error"]
+        assert r.status_code == 503 and "locked" in r.json()["error"]["message"]
         assert time.perf_counter() - started < 3.0
         assert _wait(lambda: client.get("/readyz").status_code == 503)
     finally:
@@ -457,23 +657,60 @@ def test_batch_command_writes_the_same_fields(settings, tmp_path):
     assert summary["rows"] == len(frame) > 0
     assert {
         "account_id",
+        "status",
+        "stale",
+        "lifecycle",
+        "closed_at",
         "probability",
         "score",
-        "grade",
+        "risk_band",
         "revenue_at_risk",
         "reasons",
+        "reasons_up",
+        "reasons_down",
+        "raw_margin",
+        "margin_unit",
         "model_version",
         "feature_timestamp",
         "Churn_Risk_Score__c",
+        "Churn_Risk_Band__c",
         "Revenue_At_Risk__c",
     } <= set(frame.columns)
-    assert np.all((frame["score"] >= 1) & (frame["score"] <= 99))
+    assert "log_odds" not in frame.columns and "raw_log_odds" not in frame.columns
+    scored = frame[frame["status"] == "scored"]
+    assert len(scored) and set(frame["status"]) <= {"scored", "closed", "stale", "unknown"}
+    assert np.all((scored["score"] >= 1) & (scored["score"] <= 99))
+    assert set(scored["risk_band"]) <= {"high", "medium", "low"}
+    assert frame.loc[frame["status"] != "scored", "score"].isna().all()
     bad = runner.invoke(
         app,
         ["score", "leads", "--out", str(tmp_path / "x.xlsx"), "--data-dir", str(settings.data_dir)],
         env=env,
     )
     assert bad.exit_code != 0 and ".parquet or .csv" in bad.output
+
+
+def test_the_batch_gives_every_item_the_apis_status_and_fields(client, lead_batch, lifecycle):
+    # given a sample of every status in the nightly batch of all leads
+    sample = lead_batch.groupby("status").head(5)
+    assert set(sample["status"]) == {"scored", "closed", "stale"}
+    assert set(lead_batch["lead_id"]) == set(lifecycle["lead"]["lead_id"])  # every CRM lead
+    # when the API scores the same leads
+    body = _one(client, "/score_leads", {"lead_ids": sample["lead_id"].tolist()})
+    # then status, flags and scores agree item by item
+    for item in body["results"]:
+        row = sample.loc[item["lead_id"]]
+        assert item["status"] == row["status"] and item["stale"] == bool(row["stale"])
+        assert item["lifecycle"] == row["lifecycle"]
+        assert item["feature_row"] == (None if pd.isna(row["feature_row"]) else row["feature_row"])
+        if item["status"] == "scored":
+            assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
+            _same_reasons(item["reasons_up"], json.loads(row["reasons_up"]))
+        else:
+            assert (
+                pd.isna(row["score"]) and item["error"]["code"] == json.loads(row["error"])["code"]
+            )
+            assert item["crm_fields"]["Score_Reasons__c"] == row["Score_Reasons__c"]
 
 
 def test_service_stops_at_start_when_a_champion_is_missing(monkeypatch, tmp_path, deployment):
@@ -485,3 +722,65 @@ def test_service_stops_at_start_when_a_champion_is_missing(monkeypatch, tmp_path
     # The class BentoML instantiates at start (a second ASGI app would re-register metrics).
     with pytest.raises(MissingChampion, match="no champion for 'lead_conversion'"):
         CRMIntel.inner()
+
+
+def _register_for_service(uri: str, name: str, feature_service: str) -> str:
+    """A new version of ``name`` (the champion's model) tagged with ``feature_service``."""
+    mlflow_client = client_for(uri)
+    old = mlflow_client.get_model_version_by_alias(name, "champion")
+    new = mlflow_client.create_model_version(
+        name, source=old.source, run_id=old.run_id, model_id=getattr(old, "model_id", None)
+    )
+    mlflow_client.set_model_version_tag(name, new.version, "feature_service", feature_service)
+    return str(new.version)
+
+
+def test_service_refuses_at_start_a_champion_trained_for_another_feature_service(
+    monkeypatch, tmp_path, deployment
+):
+    from serving.champions import RefusedChampion
+    from serving.service import CRMIntel
+
+    # given a copy of the registry whose churn champion was trained on the lead features
+    db = tmp_path / "mlflow.db"
+    shutil.copy(deployment.tracking_uri.removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    version = _register_for_service(uri, "churn_risk", "lead_conversion_v1")
+    promote(uri, "churn_risk", version, "wrong features")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("CRM_INTEL_API_KEYS", KEY)
+    # then the service does not start, and says why and what to do
+    with pytest.raises(RefusedChampion) as err:
+        CRMIntel.inner()
+    message = str(err.value)
+    assert f"version {version} of 'churn_risk'" in message
+    assert "'lead_conversion_v1'" in message and "'churn_risk_v1'" in message
+
+
+def test_a_champion_for_another_feature_service_is_refused_live_and_the_old_one_serves(
+    client, deployment, lead_ids
+):
+    uri = deployment.tracking_uri
+    name = "lead_conversion"
+    old = client_for(uri).get_model_version_by_alias(name, "champion").version
+    wrong = _register_for_service(uri, name, "churn_risk_v1")
+
+    def info() -> dict:
+        return client.get("/model_info", headers=AUTH).json()["models"][name]
+
+    try:
+        # when the alias moves to a version trained on the churn features
+        promote(uri, name, wrong, "refusal test")
+        assert _wait(lambda: info()["refused_version"] == wrong, timeout=30)
+        # then the old champion keeps scoring, and model_info says why
+        body = _one(client, "/score_leads", {"lead_ids": lead_ids[:3]})
+        assert body["model_version"] == str(old) and body["scored"] == 3
+        shown = info()
+        assert shown["version"] == str(old)
+        assert "'churn_risk_v1'" in shown["refresh_error"]
+        assert "'lead_conversion_v1'" in shown["refresh_error"]
+    finally:
+        promote(uri, name, old, "refusal test: restore")
+    # and once the alias is back, the report clears
+    assert _wait(lambda: info()["refresh_error"] is None, timeout=30)
+    assert info()["refused_version"] is None

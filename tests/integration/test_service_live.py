@@ -22,7 +22,7 @@ import pytest
 
 from crm.settings import Settings
 from crm_intel.demo import QUIET_ENV, Deployment, LiveServer, build_demo
-from serving.batch import entity_ids, score_batch
+from serving.batch import scorable_ids, score_batch
 from training.registry import client_for, promote
 
 pytestmark = pytest.mark.integration
@@ -60,9 +60,9 @@ def settings(deployment: Deployment) -> Settings:
     return Settings(data_dir=deployment.data_dir, mlflow_tracking_uri=deployment.tracking_uri)
 
 
-def test_live_scores_equal_batch_and_contributions_sum_to_log_odds(server, settings):
-    # Given 200 leads scored by the nightly batch
-    ids = entity_ids(settings, "lead")[:200]
+def test_live_scores_equal_batch_and_contributions_sum_to_the_raw_margin(server, settings):
+    # Given 200 leads the service scores, scored by the nightly batch
+    ids = scorable_ids(settings, "lead")[:200]
     batch, champion = score_batch(settings, "lead_conversion", ids)
     by_id = batch.set_index("lead_id")
     from features.store import online_features
@@ -71,11 +71,7 @@ def test_live_scores_equal_batch_and_contributions_sum_to_log_odds(server, setti
     raw = dict(
         zip(
             ids,
-            champion.model.booster_.predict(
-                champion.model.encode(features),
-                raw_score=True,
-                num_iteration=champion.model.best_iteration_,
-            ),
+            champion.model.margin(features),
             strict=True,
         )
     )
@@ -85,11 +81,13 @@ def test_live_scores_equal_batch_and_contributions_sum_to_log_odds(server, setti
             r = http.post("/score_leads", json={"lead_ids": [lead], "top_reasons": 200})
             assert r.status_code == 200
             item = r.json()["results"][0]
-            # Then it equals the batch to 1e-9 and explains the raw log-odds exactly
+            # Then it equals the batch to 1e-9 and explains the raw margin exactly
+            assert item["status"] == by_id.loc[lead, "status"] == "scored"
             assert item["probability"] == pytest.approx(by_id.loc[lead, "probability"], abs=1e-9)
             assert item["score"] == by_id.loc[lead, "score"]
             total = sum(x["contribution"] for x in item["reasons"]) + item["base_value"]
             assert total == pytest.approx(raw[lead], abs=1e-9)
+            assert item["raw_margin"] == pytest.approx(raw[lead], abs=1e-9)
             assert r.json()["model_version"] == champion.version
 
 
@@ -204,7 +202,7 @@ def test_load_with_champion_swaps_has_no_errors_and_flat_memory(server, deployme
         model_id=getattr(old, "model_id", None),
     )
     targets = iter([new.version, old.version])
-    ids = entity_ids(settings, "lead")[:500]
+    ids = scorable_ids(settings, "lead")[:500]
     # warm up, then take the baseline memory
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
         for lead in ids[:200]:
@@ -251,7 +249,7 @@ def _until(predicate, timeout: float = 20.0) -> bool:
 
 
 def test_online_store_gone_is_503_and_not_ready_then_recovers(server, settings):
-    lead = entity_ids(settings, "lead")[0]
+    lead = scorable_ids(settings, "lead")[0]
     db = settings.feast_dir / "online.db"
     aside = Path(f"{db}.aside")
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
@@ -259,7 +257,9 @@ def test_online_store_gone_is_503_and_not_ready_then_recovers(server, settings):
         os.replace(db, aside)
         try:
             r = http.post("/score_leads", json={"lead_ids": [lead]})
-            assert r.status_code == 503 and "online store" in r.json()["error"]
+            error = r.json()["error"]
+            assert r.status_code == 503 and "online store" in error["message"]
+            assert error["code"] == "online_store_unavailable"
             assert _until(lambda: http.get("/readyz").status_code == 503)
         finally:
             os.replace(aside, db)
@@ -338,7 +338,10 @@ def test_serve_command_prints_a_working_curl_example(deployment, tmp_path):
         url = next(a for a in args if a.startswith("http://"))
         assert url.startswith(f"http://127.0.0.1:{port}/")
         r = httpx.post(url, headers=headers, json=body, timeout=30)
-        assert r.status_code == 200 and r.json()["results"][0]["status"] == "scored"
+        # the command's example lead is the first with features, which may be closed or stale
+        # in the demo CRM: the request works and says so
+        assert r.status_code == 200
+        assert r.json()["results"][0]["status"] in ("scored", "closed", "stale")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the group started above

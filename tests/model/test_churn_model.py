@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from crm.settings import Settings
 from simulator import SimulationConfig, simulate, write_simulation
-from training.pipeline import SPECS, TrainingResult, train_time_split
+from training.pipeline import SPECS, TrainingResult
+from training.snapshots import train_time_split
 
 pytestmark = pytest.mark.model
 
@@ -49,12 +50,13 @@ def result(data_dir: Path, frame: pd.DataFrame) -> TrainingResult:
     return train_time_split(frame, SPECS["churn_risk"], truth=truth)
 
 
-def test_churn_auc_is_within_002_of_the_oracle_and_calibrated(result: TrainingResult) -> None:
+def test_churn_auc_is_within_0025_of_the_oracle_and_calibrated(result: TrainingResult) -> None:
     m = result.metrics
     assert "model_on_oracle_rows" not in m  # truth found for every test row
-    assert m["oracle"]["rows"] == m["model"]["rows"] > 20_000
-    assert m["model"]["roc_auc"] >= m["oracle"]["roc_auc"] - 0.02
-    assert m["model"]["ece"] <= 0.02
+    assert m["oracle"]["rows"] == m["model"]["rows"] > 15_000
+    assert m["model"]["roc_auc"] >= m["oracle"]["roc_auc"] - 0.025  # purged protocol
+    assert m["model"]["ece"] <= 0.02  # 10 quantile bins
+    assert 0.8 <= m["model"]["calibration_slope"] <= 1.2
 
 
 def test_churn_model_beats_both_baselines(result: TrainingResult) -> None:
@@ -64,9 +66,12 @@ def test_churn_model_beats_both_baselines(result: TrainingResult) -> None:
     assert m["model"]["brier"] < min(m["logistic"]["brier"], m["rules"]["brier"])
 
 
-def test_split_is_by_time(result: TrainingResult) -> None:
-    w = result.window
-    assert w["train_end"] < w["validation_start"] <= w["validation_end"] < w["test_start"]
+def test_parts_are_a_label_window_apart(result: TrainingResult) -> None:
+    w = {k: pd.Timestamp(v) for k, v in result.window.items() if k != "production_as_of"}
+    window = pd.Timedelta(days=90)
+    assert w["validation_start"] - w["train_end"] >= window
+    assert w["cutoff"] - w["validation_end"] >= window
+    assert w["test_start"] >= w["cutoff"]
 
 
 def test_revenue_at_risk_is_probability_times_annual_mrr(result: TrainingResult) -> None:

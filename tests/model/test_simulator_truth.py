@@ -8,7 +8,7 @@ import pytest
 
 from crm.contract import CHANNELS
 from simulator import SimulationConfig, SimulationResult, simulate
-from simulator.process import CHANNEL_WEIGHT
+from simulator.touches import CHANNEL_WEIGHT
 
 pytestmark = pytest.mark.model
 

@@ -57,6 +57,9 @@ def test_missing_or_wrong_key_is_401_without_echoing_keys(client, headers):
     r = client.post("/score_leads", json={}, headers=headers)
     assert r.status_code == 401
     assert "alpha" not in r.text and "beta" not in r.text
+    error = r.json()["error"]
+    assert error["code"] in ("missing_api_key", "invalid_api_key")
+    assert error["field"] == "Authorization" and "CRM_INTEL_API_KEYS" in error["fix"]
     assert r.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -72,7 +75,9 @@ def test_non_json_body_is_415_after_auth(client):
         "/score_leads", content=b"x", headers={**auth, "Content-Type": "multipart/form-data"}
     )
     assert r.status_code == 415
-    assert "application/json" in r.json()["error"]
+    error = r.json()["error"]
+    assert error["code"] == "unsupported_media_type" and error["field"] == "Content-Type"
+    assert "application/json" in error["fix"] and "multipart/form-data" in error["message"]
     r = client.post("/score_leads", content=b"x", headers={"Content-Type": "text/plain"})
     assert r.status_code == 401  # the key is checked first
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from features.schema import ACCOUNT_CATEGORICAL, ACCOUNT_FEATURES, LEAD_CATEGORICAL, LEAD_FEATURES
-from serving.reasons import label
+from serving.reasons import label, signed
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,21 @@ def test_every_schema_feature_has_a_specific_label(feature):
         assert ":" not in text
     for missing in (None, math.nan):
         assert label(feature, missing)
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "expected"),
+    [
+        ("source", "tiktok", 'Lead source "tiktok" (not seen in training)'),
+        ("plan", "platinum", 'Plan "platinum" (not seen in training)'),
+        ("new_category", "x", 'New category "x" (not seen in training)'),
+    ],
+)
+def test_unseen_categories_say_so(feature, value, expected):
+    assert label(feature, value, unseen=True) == expected
+    assert label(feature, None, unseen=True).endswith("not known")  # missing is not unseen
+
+
+def test_signed_labels_show_which_way_the_score_moves():
+    assert signed("Viewed the pricing page once", 0.4) == "+ Viewed the pricing page once"
+    assert signed("No touch yet", -0.2) == "\u2212 No touch yet"

@@ -39,6 +39,7 @@ def _locs(err: ValidationError) -> list[tuple]:
             ("leads", 0, "features", "seniority"),
         ),
         ({"lead_ids": ["a"], "top_reasons": -1}, ("top_reasons",)),
+        ({"lead_ids": ["a"], "allow_stale": "sometimes"}, ("allow_stale",)),
     ],
 )
 def test_bad_lead_requests_name_the_field(body, loc):
@@ -68,7 +69,9 @@ def test_valid_requests_parse():
         "touches_7d": 2.0,
         "seniority": "vp",
     }
-    assert ScoreAccountsRequest.model_validate({"account_ids": ["A1"]}).top_reasons == 3
+    accounts = ScoreAccountsRequest.model_validate({"account_ids": ["A1"]})
+    assert accounts.top_reasons == 3 and accounts.allow_stale is False
+    assert ScoreLeadsRequest.model_validate({"lead_ids": ["L1"], "allow_stale": True}).allow_stale
     assert set(LeadFeatures.model_fields) == set(LEAD_FEATURES)
 
 
@@ -80,3 +83,19 @@ def test_attribution_request_needs_journeys_or_period_and_known_channels():
     assert ("journeys", 0, "channels", 0) in _locs(err.value)
     with pytest.raises(ValidationError, match="before its start"):
         AttributionRequest.model_validate({"period": {"start": "2026-02-01", "end": "2026-01-01"}})
+
+
+def test_results_name_their_status_and_the_margin_unambiguously():
+    from serving.schemas import AccountScore, LeadScore
+
+    lead = LeadScore.model_validate({"lead_id": "L1", "status": "closed"})
+    assert lead.grade is None and lead.raw_margin is None and lead.stale is False
+    fields = LeadScore.model_fields
+    assert "log_odds" not in fields and "calibrator" in (fields["raw_margin"].description or "")
+    assert set(AccountScore.model_fields) - set(fields) == {
+        "account_id",
+        "risk_band",
+        "revenue_at_risk",
+    }
+    with pytest.raises(ValidationError):
+        LeadScore.model_validate({"lead_id": "L1", "status": "expired"})

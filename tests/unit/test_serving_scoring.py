@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving import scoring
+from serving import explain, scoring
+from serving.status import Standing
 from training.model import CalibratedBoostingClassifier
 
 pytestmark = pytest.mark.unit
@@ -69,7 +70,7 @@ def rows() -> pd.DataFrame:
 def test_encoder_matches_the_models_pandas_path_exactly(model, rows):
     # Given rows with a missing value, an unseen category and an id column the model ignores
     # When contributions come through the fast encoder
-    fast = scoring.contributions(model, rows)
+    fast = explain.contributions(model, rows)
     # Then they equal the model's own contributions bit for bit
     np.testing.assert_array_equal(fast, model.contributions(rows).to_numpy())
 
@@ -85,18 +86,19 @@ def test_records_and_frames_encode_identically(model, rows):
     ]
     # Then both encoders give the same matrix, NaN where they should
     np.testing.assert_array_equal(
-        scoring.encode_records(model, records), scoring.encode(model, rows)
+        explain.encode_records(model, records), explain.encode(model, rows)
     )
 
 
-def test_contributions_plus_base_are_the_raw_log_odds(model, rows):
+def test_contributions_plus_base_are_the_raw_margin(model, rows):
     scored = scoring.score(model, rows, top=2)
     raw = model.booster_.predict(
         model.encode(rows), raw_score=True, num_iteration=model.best_iteration_
     )
     total = scored.contributions.sum(axis=1).to_numpy() + scored.frame["base_value"].to_numpy()
     assert total == pytest.approx(raw, abs=1e-9)
-    assert scored.frame["raw_log_odds"].to_numpy() == pytest.approx(raw, abs=1e-9)
+    assert scored.frame["raw_margin"].to_numpy() == pytest.approx(raw, abs=1e-9)
+    assert scored.margin_unit == "log-odds before calibration"
 
 
 def test_probability_score_grade_follow_the_calibrated_model(model, rows):
@@ -158,35 +160,107 @@ def _online(rows: pd.DataFrame, found: list[bool]) -> pd.DataFrame:
     return out
 
 
-def test_score_items_reports_unknown_ids_and_scores_the_rest(model, rows):
-    online = _online(rows.head(4), [True, False, True, False])
-    names = {
-        "lead_score": "Lead_Score__c",
-        "lead_grade": "Lead_Grade__c",
-        "lead_reasons": "Score_Reasons__c",
-    }
-    overrides = [None, None, {"touches_7d": 9.0}, {"touches_pricing_page_view_30d": 4.0}]
-    records = [
+NAMES = {
+    "lead_score": "Lead_Score__c",
+    "lead_grade": "Lead_Grade__c",
+    "lead_reasons": "Score_Reasons__c",
+}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [
         {
-            k: (None if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v)
+            k: (None if v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)) else v)
             for k, v in r.items()
         }
-        for r in online.to_dict("records")
+        for r in frame.to_dict("records")
     ]
-    out = scoring.score_items("lead_conversion", model, records, overrides, 2, names)
+
+
+def test_score_items_reports_unknown_ids_and_scores_the_rest(model, rows):
+    online = _online(rows.head(4), [True, False, True, False])
+    overrides = [None, None, {"touches_7d": 9.0}, {"touches_pricing_page_view_30d": 4.0}]
+    fields = [f"lead_ids[{i}]" for i in range(4)]
+    out = scoring.score_items(
+        "lead_conversion", model, _records(online), overrides, 2, NAMES, fields=fields
+    )
     assert [r["status"] for r in out] == ["scored", "unknown", "scored", "scored"]
-    assert "not in the online store" in out[1]["error"]
+    assert out[1]["error"]["code"] == "unknown_id" and out[1]["error"]["field"] == "lead_ids[1]"
+    assert "L00001" in out[1]["error"]["message"] and out[1]["crm_fields"] == {}
     assert [r.get("features_source") for r in out] == ["online", None, "online+request", "request"]
     assert out[0]["crm_fields"]["Lead_Score__c"] == out[0]["score"]
-    assert out[0]["crm_fields"]["Score_Reasons__c"] == "; ".join(
-        r["label"] for r in out[0]["reasons"]
-    )
+    assert out[0]["margin_unit"] == "log-odds before calibration"
     # the override is what was scored
     given = rows.head(3).copy()
     given.loc[2, "touches_7d"] = 9.0
     expected = scoring.score(model, given.iloc[[2]]).frame["probability"].iloc[0]
     assert out[2]["probability"] == pytest.approx(expected, abs=1e-15)
-    assert out[3]["feature_timestamp"] is None
+    assert out[3].get("feature_timestamp") is None
+
+
+def test_reasons_up_and_down_are_the_largest_signed_contributions(model, rows):
+    # given every lead scored with 3 reasons per list
+    scored = scoring.score(model, rows, top=3)
+    for i in range(len(rows)):
+        row = scored.contributions.iloc[i]
+        up, down = scored.reasons_up[i], scored.reasons_down[i]
+        # then reasons_up are positive, largest first, and the largest positive ones
+        assert all(r.contribution > 0 for r in up) and len(up) <= 3
+        assert [r.contribution for r in up] == sorted((r.contribution for r in up), reverse=True)
+        assert [r.feature for r in up] == row[row > 0].sort_values(
+            ascending=False, kind="stable"
+        ).index[:3].tolist()
+        # and reasons_down negative, most negative first
+        assert all(r.contribution < 0 for r in down) and len(down) <= 3
+        assert [r.contribution for r in down] == sorted(r.contribution for r in down)
+        assert [r.feature for r in down] == row[row < 0].sort_values(kind="stable").index[
+            :3
+        ].tolist()
+
+
+def test_crm_text_signs_reasons_up_first_then_down():
+    reasons = [
+        scoring.Reason("a", 1.0, -0.5, "Lowers a"),
+        scoring.Reason("b", 2.0, 0.2, "Raises b"),
+        scoring.Reason("c", 3.0, 0.9, "Raises c"),
+        scoring.Reason("d", 4.0, -0.7, "Lowers d"),
+    ]
+    text = scoring.reasons_text(reasons)
+    assert text == "+ Raises c; + Raises b; \u2212 Lowers d; \u2212 Lowers a"
+
+
+def test_an_unseen_category_is_labelled_as_such(model, rows):
+    # given lead 0's seniority "never-seen-level", which the model never saw in training
+    scored = scoring.score(model, rows, top=len(FEATURES))
+    seniority = [r for r in scored.reasons[0] if r.feature == "seniority"]
+    # then its reason says so, and a seen value reads as usual
+    assert seniority[0].label == 'Seniority "never-seen-level" (not seen in training)'
+    seen = [r for r in scored.reasons[3] if r.feature == "seniority"][0]
+    assert "not seen" not in seen.label
+
+
+def test_risk_bands_cut_the_churn_score_at_25_and_50():
+    bands = explain.risk_band_from_score(np.array([1, 24, 25, 49, 50, 99]))
+    assert bands.tolist() == ["low", "low", "medium", "medium", "high", "high"]
+
+
+def test_logistic_and_points_families_explain_in_their_units(rows):
+    from training.baselines import LEAD_RULES, RulePointsScore
+    from training.linear import CalibratedLogisticClassifier
+
+    frame, y = _leads(800, seed=4)
+    logistic = CalibratedLogisticClassifier().fit(frame[FEATURES], y)
+    points = RulePointsScore(LEAD_RULES).fit(frame[FEATURES], y)
+    for fitted, unit in ((logistic, "log-odds before calibration"), (points, "points")):
+        scored = scoring.score(fitted, rows, top=len(FEATURES))
+        margin = fitted.margin(rows)
+        total = scored.contributions.sum(axis=1).to_numpy() + scored.frame["base_value"]
+        assert total.to_numpy() == pytest.approx(margin, abs=1e-9)
+        assert scored.frame["raw_margin"].to_numpy() == pytest.approx(margin, abs=1e-9)
+        assert scored.margin_unit == unit
+    # the logistic model knows its vocabulary: lead 0's seniority is flagged
+    labels = [r.label for r in scoring.score(logistic, rows, top=10).reasons[0]]
+    assert 'Seniority "never-seen-level" (not seen in training)' in labels
 
 
 def test_batch_frame_holds_the_api_fields_and_crm_columns(model, rows):
@@ -197,5 +271,34 @@ def test_batch_frame_holds_the_api_fields_and_crm_columns(model, rows):
     assert list(out["lead_id"]) == list(rows.head(5)["lead_id"])
     assert out["S"].tolist() == out["score"].tolist()
     assert out["model_version"].unique().tolist() == ["3"]
+    assert set(out["status"]) == {"scored"} and out["margin_unit"].iloc[0].startswith("log-odds")
     reasons = json.loads(out.loc[0, "reasons"])
     assert [r["feature"] for r in reasons] == [r.feature for r in scored.reasons[0]]
+    up = json.loads(out.loc[0, "reasons_up"])
+    assert [r["feature"] for r in up] == [r.feature for r in scored.reasons_up[0]]
+
+
+def test_batch_frame_writes_closed_and_stale_rows_with_empty_scores(model, rows):
+    # given five online rows of which the second is closed and the fourth stale
+    online = _online(rows.head(5), [True] * 5)
+    error = {"code": "closed", "field": None, "message": "converted", "fix": None}
+    standings = [
+        Standing("scored"),
+        Standing("closed", lifecycle="converted", error=error),
+        Standing("scored"),
+        Standing("stale", True, "open", error={**error, "code": "stale_features"}),
+        Standing("scored"),
+    ]
+    scorable = online.iloc[[0, 2, 4]].reset_index(drop=True)
+    scored = scoring.score(model, scorable, top=2)
+    out = scoring.batch_frame("lead", online, scored, "m", "1", NAMES, standings)
+    # then every row is written, scored ones with the scores of their own features
+    assert out["status"].tolist() == ["scored", "closed", "scored", "stale", "scored"]
+    assert out.loc[[0, 2, 4], "probability"].tolist() == pytest.approx(
+        scored.frame["probability"].tolist()
+    )
+    # and the others with no score, the reason in the CRM text and the error as JSON
+    assert out.loc[[1, 3], "score"].isna().all() and out.loc[[1, 3], "Lead_Score__c"].isna().all()
+    assert out.loc[1, "Score_Reasons__c"] == "Not scored (closed): converted"
+    assert json.loads(out.loc[3, "error"])["code"] == "stale_features"
+    assert bool(out.loc[3, "stale"]) and out.loc[1, "lifecycle"] == "converted"

@@ -17,7 +17,12 @@ from training.data import (
     split_counts,
     time_split,
 )
-from training.metrics import binary_metrics, expected_calibration_error, top_decile
+from training.metrics import (
+    binary_metrics,
+    calibration_slope_intercept,
+    expected_calibration_error,
+    top_decile,
+)
 from training.model import CalibratedBoostingClassifier, choose_calibrator, fit_calibrator
 from training.scoring import grade_from_score, score_frame, score_from_probability
 
@@ -44,12 +49,36 @@ def snapshot_frame(seed: int = 0, entities: int = 400, weeks: int = 10) -> pd.Da
     )
 
 
-def test_ece_is_zero_for_perfectly_calibrated_bins_and_the_gap_otherwise() -> None:
+def test_ece_uses_quantile_bins_so_a_constant_base_rate_predictor_is_not_perfect() -> None:
     # given ten rows predicted at 0.2 of which two are positive, and ten at 0.9 with all positive
     p = np.array([0.2] * 10 + [0.9] * 10)
     y = np.array([1, 1] + [0] * 8 + [1] * 10)
-    # when / then: the first bin is exact, the second is off by 0.1 and weighs half
+    # then ties share a bin: the first is exact, the second is off by 0.1 and weighs half
     assert expected_calibration_error(y, p) == pytest.approx(0.05)
+    # given a predictor that says the base rate for everyone while the outcome is predictable
+    rng = np.random.default_rng(0)
+    risk = rng.uniform(size=5000)
+    outcome = (rng.uniform(size=5000) < risk).astype(int)
+    constant = np.full(5000, outcome.mean())
+    # then one tied bin holds every row and its gap is 0, but a near-constant one is caught
+    jittered = constant + 1e-9 * np.argsort(np.argsort(-risk))
+    assert expected_calibration_error(outcome, jittered) > 0.2
+
+
+def test_calibration_slope_and_intercept_recover_a_known_miscalibration() -> None:
+    # given outcomes drawn from q, and predictions p with logit(p) = 2 * logit(q) - 0.5
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 200_000)
+    y = (rng.uniform(size=len(z)) < 1 / (1 + np.exp(-z))).astype(int)
+    p = 1 / (1 + np.exp(-(2 * z - 0.5)))
+    slope, intercept = calibration_slope_intercept(y, p)
+    # then the slope is 1/2 (predictions twice too extreme)
+    assert slope == pytest.approx(0.5, abs=0.01)
+    # and a perfectly calibrated predictor has slope 1 and intercept 0
+    slope_q, intercept_q = calibration_slope_intercept(y, 1 / (1 + np.exp(-z)))
+    assert slope_q == pytest.approx(1.0, abs=0.02)
+    assert intercept_q == pytest.approx(0.0, abs=0.02)
+    assert intercept != pytest.approx(0.0, abs=0.05)
 
 
 def test_top_decile_precision_and_lift() -> None:
