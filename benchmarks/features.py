@@ -52,7 +52,8 @@ for name in ("pit", "ours", "feast"):
     d = pathlib.Path({work!r}) / name / "features"
     d.mkdir(parents=True)
     pq.write_table(subset, d / "lead_features.parquet", compression="zstd")
-    for other in ("account_features", "content_features", "lead_labels", "account_labels"):
+    for other in ("account_features", "content_features", "lead_labels", "account_labels",
+                  "lead_status", "account_status"):
         shutil.copy(src / f"{{other}}.parquet", d)
     apply(Settings(data_dir=d.parent))
 RESULT = {{"leads": len(ids), "feature_rows": subset.num_rows,
