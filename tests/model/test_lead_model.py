@@ -48,7 +48,7 @@ def test_lead_auc_is_within_004_of_the_oracle_under_the_purged_protocol(
     result: TrainingResult,
 ) -> None:
     # The purged protocol (labels closed by the cutoff, parts a label window apart) measured a
-    # gap of 0.03 here where the leaky split of before measured 0.033 (README, Models).
+    # gap of 0.037 here where the leaky split of before measured 0.033 (README, Models).
     m = result.metrics
     assert result.protocol.startswith("purged_as_of")
     assert m["model"]["roc_auc"] >= m["oracle"]["roc_auc"] - 0.04
