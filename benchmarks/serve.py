@@ -291,9 +291,8 @@ def lightgbm_champion(deployment: Deployment) -> dict[str, Any]:
     from training.pipeline import SPECS, feature_columns
     from training.protocol import Protocol, as_of_parts, cutoffs
     from training.registry import champion_version, load_champion, promote
-    from training.selection import candidates
+    from training.selection import candidate_record, candidates
     from training.snapshots import (
-        candidate_record,
         evaluate_as_of,
         fit_production,
         selection_record,

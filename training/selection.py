@@ -106,6 +106,25 @@ class Candidate:
         return f"{self.name}({settings})" if settings else self.name
 
 
+def candidate_record(candidate: Candidate) -> dict[str, Any]:
+    """What the registry keeps about a candidate (a version's ``candidate`` tag)."""
+    return {
+        "name": candidate.name,
+        "params": dict(candidate.params),
+        "keeps_directions": candidate.keeps_directions,
+        "description": candidate.describe(),
+    }
+
+
+def candidate_from_record(record: dict[str, Any]) -> Candidate:
+    """The candidate a ``candidate`` tag describes."""
+    return Candidate(
+        str(record["name"]),
+        dict(record.get("params", {})),
+        bool(record.get("keeps_directions", True)),
+    )
+
+
 def candidates(train_rows: int, rules: tuple[Rule, ...], columns: list[str]) -> list[Candidate]:
     """Every candidate for data of this size and these columns."""
     out = [Candidate("lightgbm", p, False) for p in lightgbm_grid(train_rows)]

@@ -41,7 +41,14 @@ from training.protocol import (
     scored_period_rows,
 )
 from training.scoring import score_frame
-from training.selection import Candidate, Selection, refit_on_closed, select
+from training.selection import (
+    Candidate,
+    Selection,
+    candidate_from_record,
+    candidate_record,
+    refit_on_closed,
+    select,
+)
 from training.sufficiency import assess
 
 # Baselines reported beside the champion, by the name their metrics carry.
@@ -99,21 +106,6 @@ def selection_record(selection: Selection) -> dict[str, Any]:
         "dates": selection.dates,
         "scores": dict(sorted(selection.scores.items(), key=lambda kv: -kv[1])),
     }
-
-
-def candidate_record(candidate: Candidate) -> dict[str, Any]:
-    return {
-        "name": candidate.name,
-        "params": dict(candidate.params),
-        "keeps_directions": candidate.keeps_directions,
-        "description": candidate.describe(),
-    }
-
-
-def candidate_from_record(record: dict[str, Any]) -> Candidate:
-    return Candidate(
-        str(record["name"]), dict(record.get("params", {})), bool(record["keeps_directions"])
-    )
 
 
 def evaluate_as_of(

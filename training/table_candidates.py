@@ -117,24 +117,6 @@ def build(
     raise ValueError(f"unknown candidate family {candidate.name!r}")
 
 
-def candidate_record(candidate: Candidate) -> dict[str, Any]:
-    """What the registry keeps about a candidate (its ``candidate`` tag)."""
-    return {
-        "name": candidate.name,
-        "params": dict(candidate.params),
-        "keeps_directions": candidate.keeps_directions,
-        "description": candidate.describe(),
-    }
-
-
-def candidate_from_record(record: dict[str, Any]) -> Candidate:
-    return Candidate(
-        str(record["name"]),
-        dict(record.get("params", {})),
-        bool(record.get("keeps_directions", True)),
-    )
-
-
 def check_table_name(spec: ModelSpec) -> None:
     """Refuse a table model named as a native model (the service scores their champions).
 

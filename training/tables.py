@@ -53,12 +53,16 @@ from training.pipeline import (
     fit_baselines,
 )
 from training.scoring import score_frame
-from training.selection import SIMPLICITY, TIE, Candidate
+from training.selection import (
+    SIMPLICITY,
+    TIE,
+    Candidate,
+    candidate_from_record,
+    candidate_record,
+)
 from training.table_candidates import (
     TABLE_PARAMS,
     build,
-    candidate_from_record,
-    candidate_record,
     check_table_name,
     table_candidates,
     table_directions,

@@ -229,7 +229,7 @@ def _short_backtest(
     """Back-test the winning configuration at a few earlier cutoffs before it is registered;
     the registry tags carry the summary."""
     from training.backtest import backtest
-    from training.snapshots import candidate_from_record
+    from training.selection import candidate_from_record
 
     champion = candidate_from_record(result.candidate)
     with progress("short back-test", total=SHORT_BACKTEST_CUTOFFS) as advance:

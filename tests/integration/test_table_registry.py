@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from training.pipeline import SPECS, ModelSpec
 from training.registry import champion_version, client_for, load_version
+from training.selection import candidate_from_record
 from training.table import feature_frame, prepare_table
-from training.table_candidates import build, candidate_from_record
+from training.table_candidates import build
 from training.tables import table_model_name, train_cross_validated, train_table
 from training.tracking import log_training_run
 
