@@ -52,8 +52,12 @@ for name in ("pit", "ours", "feast"):
     d = pathlib.Path({work!r}) / name / "features"
     d.mkdir(parents=True)
     pq.write_table(subset, d / "lead_features.parquet", compression="zstd")
+    # the lead lifecycle view holds the same leads as the features: one status row per lead
+    status = pq.read_table(src / "lead_status.parquet")
+    pq.write_table(status.filter(pc.is_in(status["lead_id"], value_set=ids)),
+                   d / "lead_status.parquet", compression="zstd")
     for other in ("account_features", "content_features", "lead_labels", "account_labels",
-                  "lead_status", "account_status"):
+                  "account_status"):
         shutil.copy(src / f"{{other}}.parquet", d)
     apply(Settings(data_dir=d.parent))
 RESULT = {{"leads": len(ids), "feature_rows": subset.num_rows,
@@ -88,14 +92,16 @@ if {ours!r}:
     store = feature_store(settings)
     result = materialize(settings, store, entities_=["lead"])
     seconds, rows = result.seconds, result.rows["lead"]
+    lifecycle_rows = result.rows.get("lead_status", 0)
 else:
     store = feature_store(settings, "file")
     seconds = feast_materialize(settings, store, views=["lead_features"])
-    rows = {leads}
+    rows, lifecycle_rows = {leads}, 0
 feast_read = store.get_online_features(
     features=store.get_feature_service("lead_conversion_v1"),
     entity_rows=[{{"lead_id": "L0000001"}}]).to_dict()
-RESULT = {{"rows": rows, "write_seconds": seconds, "rows_per_second": rows / seconds,
+RESULT = {{"rows": rows, "lifecycle_rows": lifecycle_rows, "write_seconds": seconds,
+          "rows_per_second": rows / seconds,
           "feast_reads_back_touches_90d": feast_read["touches_90d"][0]}}
 """
 
@@ -239,6 +245,7 @@ RESULT = {{}}
             "crm_intel_materialize": {
                 "seconds": round(mat["ours"]["write_seconds"], 2),
                 "rows_per_second": round(mat["ours"]["rows_per_second"]),
+                "lifecycle_rows_in_same_generation": mat["ours"]["lifecycle_rows"],
             },
             "peer_feast_materialize": {
                 "seconds": round(mat["feast"]["write_seconds"], 2),

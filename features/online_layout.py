@@ -110,9 +110,9 @@ def fill_view_table(
 
     Python binds one row per *entity* into a temporary table (numeric values packed in one blob
     of serialised ``ValueProto``s); SQLite then fans it out to one row per (entity, feature) in
-    primary-key order, so every B-tree (the table, its key and Feast's entity index) is appended
-    to in order. Binding one row per value from Python, as Feast does, is what limits it to
-    about 1-2k entities/s.
+    primary-key order, so the table's B-tree (and every index of a store from an older layout)
+    is appended to in order. Binding one row per value from Python, as Feast does, is what
+    limits it to about 1-2k entities/s.
 
     Returns:
         rows (entities) written.

@@ -462,8 +462,17 @@ class CrmSqliteOnlineStore(OnlineStore):
         entities_to_keep: Sequence[Entity],
         partial: bool,
     ) -> None:
-        """Create the kept views' tables (Feast's SQLite DDL) and drop the deleted ones, in
-        place and in one transaction; creates the file when there is none."""
+        """Create the kept views' tables and drop the deleted ones, in place and in one
+        transaction; creates the file when there is none.
+
+        The tables have Feast's SQLite columns and primary key, stored ``WITHOUT ROWID``: one
+        B-tree per view, clustered by (entity, feature), which is both what a read by entity
+        walks and the order the bulk writer appends in. Feast's own DDL adds a rowid table and
+        a second index on ``entity_key`` (a prefix of the key already): three B-trees to write
+        where one serves every read, which made a materialisation about 30 % slower. Stores
+        created by an older crm-intel keep their layout (a generation copies the current
+        schema) and read the same way.
+        """
         with self._current_file_locked(config, create=True) as conn:
             for view in tables_to_keep:
                 name = self.table_name(config, view)
@@ -471,11 +480,7 @@ class CrmSqliteOnlineStore(OnlineStore):
                     f"CREATE TABLE IF NOT EXISTS {quote(name)} (entity_key BLOB, "
                     "feature_name TEXT, value BLOB, value_text TEXT, vector_value BLOB, "
                     "event_ts timestamp, created_ts timestamp, "
-                    "PRIMARY KEY(entity_key, feature_name))"
-                )
-                conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {quote(name + '_ek')} ON {quote(name)} "
-                    "(entity_key)"
+                    "PRIMARY KEY(entity_key, feature_name)) WITHOUT ROWID"
                 )
                 columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")}
                 if "value_text" not in columns:  # a table from an older Feast
