@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -522,6 +523,143 @@ def in_process_floor(deployment: Deployment, ids: list[str], seconds: float) -> 
     }
 
 
+def encode_get(port: int, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+def server_memory_mib(server: LiveServer) -> float:
+    """Resident memory of a server and its worker processes."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+async def health_during_large_requests(port: int, big: bytes, seconds: float) -> dict[str, Any]:
+    """``/healthz`` latency (every 10 ms) while one client sends 1,000-id requests back to back."""
+    stop = time.perf_counter() + seconds
+    big_ms: list[float] = []
+    health_ms: list[float] = []
+
+    async def big_client() -> None:
+        conn = Connection(port)
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                status = await conn.request(big)
+                if status == 200:
+                    big_ms.append((time.perf_counter() - t0) * 1000)
+        finally:
+            await conn.close()
+
+    async def health_client() -> None:
+        conn = Connection(port)
+        request = encode_get(port, "/healthz")
+        try:
+            await asyncio.sleep(0.2)  # the first big request is under way
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                await conn.request(request)
+                health_ms.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(big_client(), health_client())
+    health = np.array(health_ms)
+    return {
+        "large_requests": len(big_ms),
+        "large_request_p50_ms": round(float(np.median(big_ms)), 1) if big_ms else None,
+        "healthz_checks": len(health),
+        "healthz_p50_ms": round(float(np.percentile(health, 50)), 2),
+        "healthz_p99_ms": round(float(np.percentile(health, 99)), 2),
+        "healthz_max_ms": round(float(health.max()), 2),
+    }
+
+
+def hardening(
+    deployment: Deployment, ids: list[str], tmp: Path, seconds: float, random_paths: int
+) -> dict[str, Any]:
+    """The hostile-client figures of the hardened service, each beside its peer in one run:
+
+    * ``/healthz`` while 1,000-id requests are scored back to back; peer: the same server with
+      every request scored on the event loop (``CRM_INTEL_SCORE_INLINE_MAX_ITEMS`` above 1,000,
+      how the service scored before);
+    * server and worker memory after ``random_paths`` requests to random paths without a key;
+    * single-lead latency at concurrency 8 with the limits on (body size and time, header
+      deadline) and off (``CRM_INTEL_REQUEST_LIMITS=0``), phases alternating.
+    """
+    big_ids = (ids * (1000 // len(ids) + 1))[:1000]
+    out: dict[str, Any] = {}
+    variants = {
+        "limits_on": {},
+        "limits_off": {"CRM_INTEL_REQUEST_LIMITS": "0"},
+        "scored_on_the_loop": {"CRM_INTEL_SCORE_INLINE_MAX_ITEMS": "100000"},
+    }
+    with contextlib.ExitStack() as stack:
+        servers = {
+            name: stack.enter_context(LiveServer(deployment, KEY, tmp / f"bentoml-{name}.log", env))
+            for name, env in variants.items()
+        }
+        auth = {"Authorization": f"Bearer {KEY}"}
+        for name in ("limits_on", "scored_on_the_loop"):
+            port = servers[name].port
+            big = encode_post(port, "/score_leads", {"lead_ids": big_ids, "top_reasons": 10}, auth)
+            out.setdefault("healthz_during_1000_id_requests", {})[name] = asyncio.run(
+                health_during_large_requests(port, big, seconds)
+            )
+        latency: dict[str, list[dict[str, Any]]] = {"limits_on": [], "limits_off": []}
+        for _ in range(2):
+            for name in latency:
+                port = servers[name].port
+                single = [encode_post(port, "/score_leads", {"lead_ids": [i]}, auth) for i in ids]
+                latency[name].append(asyncio.run(run_load(port, single, 8, seconds / 2)))
+        out["latency_limits_on_vs_off_concurrency_8"] = {
+            name: {
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in rows), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in rows), 2),
+                "requests": sum(r["requests"] for r in rows),
+            }
+            for name, rows in latency.items()
+        }
+        server = servers["limits_on"]
+        paths = [encode_get(server.port, f"/{uuid.uuid4().hex}/{n}") for n in range(5000)]
+        asyncio.run(run_load(server.port, paths[:2000], 8, 3.0))  # warm up
+        before = server_memory_mib(server)
+        started = time.perf_counter()
+        sent = 0
+        while sent < random_paths:
+            batch = [encode_get(server.port, f"/{uuid.uuid4().hex}") for _ in range(5000)]
+            row = asyncio.run(run_until(server.port, batch, 8, min(5000, random_paths - sent)))
+            sent += row
+        out["memory_after_random_paths"] = {
+            "requests": sent,
+            "seconds": round(time.perf_counter() - started, 1),
+            "growth_mib": round(server_memory_mib(server) - before, 1),
+        }
+    return out
+
+
+async def run_until(port: int, requests: list[bytes], concurrency: int, total: int) -> int:
+    """Send ``total`` requests over ``concurrency`` connections; how many were answered."""
+    done = 0
+
+    async def worker(n: int) -> None:
+        nonlocal done
+        conn = Connection(port)
+        i = n
+        try:
+            while done < total:
+                done += 1
+                await conn.request(requests[i % len(requests)])
+                i += concurrency
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return done
+
+
 def stats_by_concurrency(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {r["concurrency"]: r for r in rows}
 
@@ -531,6 +669,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
     parser.add_argument("--workers", type=int, default=1, help="server processes (each side)")
     parser.add_argument("--leads", type=int, default=3000)
+    parser.add_argument(
+        "--random-paths", type=int, default=100_000, help="keyless random-path requests"
+    )
+    parser.add_argument(
+        "--hardening-only",
+        action="store_true",
+        help="only the hostile-client figures (writes serve-hardening.json)",
+    )
     parser.add_argument(
         "--deployment", type=Path, default=None, help="reuse (or create) a demo deployment here"
     )
@@ -556,6 +702,10 @@ def main() -> None:
             data_dir=deployment.data_dir, mlflow_tracking_uri=deployment.tracking_uri
         )
         ids = scorable_leads(deployment, 500)
+        if args.hardening_only:
+            figures = hardening(deployment, ids, Path(tmp), args.seconds, args.random_paths)
+            write("serve-hardening", {"hardening": figures})
+            return
         floor = in_process_floor(deployment, ids, min(args.seconds, 5.0))
 
         # The leads' feature vectors as the MLflow servers need them (they read nothing).
@@ -642,6 +792,7 @@ def main() -> None:
                         f"{row['throughput_rps']} req/s  load {row['load_1m']}",
                         file=sys.stderr,
                     )
+        hardened = hardening(deployment, ids, Path(tmp), args.seconds, args.random_paths)
     ours_by_c = stats_by_concurrency(results["crm_intel"])
     theirs_by_c = stats_by_concurrency(results["mlflow_lightgbm"])
     best_ours = max(r["throughput_rps"] for r in results["crm_intel"])
@@ -693,6 +844,11 @@ def main() -> None:
         name: sum(sum(r["errors"].values()) for r in rows) for name, rows in results.items()
     }
     payload["median_p50_ms"] = statistics.median(r["p50_ms"] for r in results["crm_intel"])
+    payload["hardening"] = hardened
+    payload["hardening_targets"] = {
+        "healthz_p99_ms_during_1000_id_requests": 50.0,
+        "memory_growth_mib_after_100k_random_paths": 20.0,
+    }
     write("serve", payload)
 
 

@@ -43,13 +43,27 @@ class Settings(BaseSettings):
     snapshot_frequency_days: int = 7
     lead_scoring_horizon_days: int = 182
     promotion_margin: float = 0.002  # ROC AUC a challenger must gain over the champion
-    # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged.
+    # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
+    # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # or a YAML file of SHA-256 digests with scopes and key ids (serving.auth.read_key_file)
+    api_keys_file: Path | None = None
+    expose_docs: bool = False  # /docs.json and the API's index page; off: answered 404
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)  # larger bodies: 413
+    request_header_timeout_seconds: float = Field(default=10.0, gt=0)  # request line + headers
+    request_body_timeout_seconds: float = Field(default=15.0, gt=0)  # the whole body: else 408
+    idle_timeout_seconds: float = Field(default=5.0, gt=0)  # a kept-alive connection, unused
+    # from a scoring request's valid body to its answer, else 504
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # body size and time, header deadline: turn off only to measure what they cost
+    request_limits: bool = True
+    # requests with more items than this are scored in a worker thread, off the event loop
+    score_inline_max_items: int = Field(default=20, ge=0)
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_workers: int = 1  # service processes (each loads both champions)
     serve_access_log: bool = False  # one log line per request; off for latency
-    serve_metrics: bool = True  # Prometheus /metrics
+    serve_metrics: bool = True  # Prometheus /metrics (needs a key with the ``metrics`` scope)
     model_refresh_seconds: float = 10.0  # how often the service checks the champion aliases
     online_store_timeout_ms: int = 250  # wait on a locked online store before answering 503
     score_reasons: int = 3  # top reasons per score

@@ -13,6 +13,7 @@ from crm_intel.commands import (
     backtesting,
     features,
     importing,
+    keys,
     simulating,
     training,
 )
@@ -36,6 +37,7 @@ app.add_typer(training.models_app, name="models")
 app.add_typer(backtesting.app, name="backtest")
 app.add_typer(serving_cmd.app, name="score")
 app.command("serve")(serving_cmd.serve)
+app.add_typer(keys.app, name="keys")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,6 +76,30 @@ ACCOUNT_NUMERIC: tuple[str, ...] = (
 )
 ACCOUNT_FEATURES: tuple[str, ...] = ACCOUNT_NUMERIC + ACCOUNT_CATEGORICAL
 
+# The values a numeric lead or account feature can take, by definition: counts, days, amounts
+# and rates are never negative; trends and velocities are signed; a few are bounded by what
+# they measure. MAX_FEATURE_VALUE caps the rest far above any real CRM (a billion touches,
+# days or dollars of MRR) so that nonsense such as 1e308 is refused, not scored.
+MAX_FEATURE_VALUE = 1e9
+SIGNED_FEATURES: frozenset[str] = frozenset(
+    {"touch_velocity_14d", "active_users_trend", "logins_trend", "key_feature_events_trend"}
+)
+BOUNDED_FEATURES: dict[str, tuple[float, float]] = {
+    "account_is_customer": (0.0, 1.0),
+    "active_user_ratio_28d": (0.0, 1.0),
+    "mean_satisfaction_90d": (1.0, 5.0),  # the contract's satisfaction scale
+}
+
+
+def numeric_domain(name: str) -> tuple[float, float]:
+    """(lowest, highest) value the numeric feature ``name`` can take."""
+    if name in BOUNDED_FEATURES:
+        return BOUNDED_FEATURES[name]
+    if name in SIGNED_FEATURES:
+        return (-MAX_FEATURE_VALUE, MAX_FEATURE_VALUE)
+    return (0.0, MAX_FEATURE_VALUE)
+
+
 CONTENT_CATEGORICAL: tuple[str, ...] = ("content_type", "topic")
 CONTENT_NUMERIC: tuple[str, ...] = (
     "days_since_published",

@@ -25,7 +25,14 @@ from training.attribution.models import credit_table, run_models
 
 
 class NoAttributionRun(LookupError):
-    """No stored attribution run covers the period asked for."""
+    """No stored attribution run covers the period asked for.
+
+    ``str()`` is the detail for the log (it names the folder); :attr:`public` is for a client.
+    """
+
+    def __init__(self, detail: str, public: str):
+        super().__init__(detail)
+        self.public = public
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def latest_credit(
     if not runs:
         raise NoAttributionRun(
             f"no attribution run in {attribution_dir} covers {start}–{end}: run "
-            "`crm-intel attribution run` for that period"
+            "`crm-intel attribution run` for that period",
+            f"no attribution run covers {start} to {end}",
         )
     _, folder, run_start, run_end = max(runs)
     table = pd.read_parquet(folder / "credit.parquet")

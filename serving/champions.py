@@ -165,8 +165,12 @@ class Champions:
                 fresh = self._load(name, self.tracking_uri)
                 problem = self._refusal(name, fresh)
             except Exception as err:  # keep serving the old champion, say why
-                self._last_error[name] = f"{type(err).__name__}: {err}"
-                log.warning("champion refresh of %s failed: %s", name, err)
+                # the detail (it may name a file or a library) goes to the log only
+                self._last_error[name] = (
+                    "the version the champion alias points to could not be loaded; the "
+                    "previous version still serves (the server log has the details)"
+                )
+                log.warning("champion refresh of %s failed: %s: %s", name, type(err).__name__, err)
                 continue
             if problem:
                 self._refused[name] = version

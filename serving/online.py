@@ -27,12 +27,50 @@ from features.store import FeatureStoreNotReadyError, OnlineReader, feature_stor
 PROBE_ID = "__crm_intel_readiness_probe__"
 
 
+# What a client is told, by kind of failure: no path, no library, in a CRM integrator's words
+PUBLIC_MESSAGES: dict[str, tuple[str, str]] = {
+    "missing": (
+        "scores are unavailable: this server's feature store has not been loaded",
+        "an operator must run `crm-intel features apply` and `crm-intel features materialize`; "
+        "retry afterwards",
+    ),
+    "locked": (
+        "scores are briefly unavailable while this server's features are refreshed",
+        "retry in a second",
+    ),
+    "unreadable": (
+        "scores are unavailable: this server's feature store cannot be read",
+        "retry shortly; if it persists, tell the operator (the server log has the details)",
+    ),
+}
+
+
 class OnlineStoreUnavailable(RuntimeError):
-    """The online store cannot be read now (missing, locked, not materialised)."""
+    """The online store cannot be read now (missing, locked, not materialised).
+
+    ``str()`` is the detail for the server log (it may name the file); :attr:`public` and
+    :attr:`fix` are what a client is told.
+    """
+
+    kind = "unreadable"
+
+    def __init__(self, detail: str, kind: str | None = None):
+        super().__init__(detail)
+        self.kind = kind or self.kind
+
+    @property
+    def public(self) -> str:
+        return PUBLIC_MESSAGES[self.kind][0]
+
+    @property
+    def fix(self) -> str:
+        return PUBLIC_MESSAGES[self.kind][1]
 
 
 class OnlineStoreLocked(OnlineStoreUnavailable):
     """Another connection holds a write lock on the online store."""
+
+    kind = "locked"
 
 
 class OnlineFeatures:
@@ -54,7 +92,8 @@ class OnlineFeatures:
         if not self.path.exists():
             raise OnlineStoreUnavailable(
                 f"online store {self.path} is missing: run `crm-intel features apply` and "
-                "`crm-intel features materialize`"
+                "`crm-intel features materialize`",
+                "missing",
             )
         with self._lock:
             if self._reader is None:
@@ -69,14 +108,14 @@ class OnlineFeatures:
                 return reader.ttl(entity)
             return getattr(reader, how)(entity, list(ids), status)
         except (sqlite3.Error, FeatureStoreNotReadyError) as err:
-            message = _explain(err, self.path)
+            message, kind = _explain(err, self.path)
             if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
                 raise OnlineStoreLocked(message) from None
             with self._lock:
                 if self._reader is reader:  # rebuilt from the registry on the next read
                     reader.close()
                     self._reader = None
-            raise OnlineStoreUnavailable(message) from None
+            raise OnlineStoreUnavailable(message, kind) from None
 
     def _read(self, how: str, entity: str, ids: Sequence[str], status: bool = False) -> Any:
         for pause in _pauses(self.timeout_ms):
@@ -133,14 +172,14 @@ class OnlineFeatures:
         ttl: timedelta | None = self._read_once("ttl", entity, [])
         return ttl
 
-    def check(self) -> str | None:
-        """None when a read works now (features and lifecycle), else why not (for
+    def check(self) -> OnlineStoreUnavailable | None:
+        """None when a read works now (features and lifecycle), else the failure (for
         ``/readyz``); never waits."""
         try:
             self._read_once("rows", "lead", [PROBE_ID], status=True)
             self._read_once("rows", "account", [PROBE_ID], status=True)
         except OnlineStoreUnavailable as err:
-            return str(err)
+            return err
         return None
 
     def close(self) -> None:
@@ -165,18 +204,21 @@ def _is_lock(err: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _explain(err: BaseException, path: Path) -> str:
+def _explain(err: BaseException, path: Path) -> tuple[str, str]:
+    """The failure in detail, for the server log, and its kind (:data:`PUBLIC_MESSAGES`)."""
     text = str(err)
     if "does not exist" in text:
         return (
             f"online store {path} is missing: run `crm-intel features apply` and "
-            "`crm-intel features materialize`"
+            "`crm-intel features materialize`",
+            "missing",
         )
     if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
-        return f"online store {path} is locked (materialisation running?); retry shortly"
+        return f"online store {path} is locked (materialisation running?); retry shortly", "locked"
     if "no such table" in text:
         return (
             f"online store {path} holds no feature tables: run `crm-intel features apply` "
-            "and `crm-intel features materialize`"
+            "and `crm-intel features materialize`",
+            "missing",
         )
-    return f"online store {path} cannot be read: {text}"
+    return f"online store {path} cannot be read: {text}", "unreadable"

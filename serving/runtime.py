@@ -31,7 +31,18 @@ def bentoml_overrides(settings: Settings) -> dict[str, Any]:
         "services": {
             SERVICE_NAME: {
                 "workers": settings.serve_workers,
-                "metrics": {"enabled": settings.serve_metrics},
+                # a backstop: the gate answers a late scoring request 504 itself, in the API's
+                # words, at request_timeout_seconds (serving.gate.Limits)
+                "traffic": {"timeout": settings.request_timeout_seconds + 5},
+                # BentoML's metrics label requests by raw path, one series per URL a client
+                # invents: off; the gate counts by route instead (serving.metrics)
+                "metrics": {"enabled": False},
+                # BentoML's request timeout leaves a timer per request for `traffic.timeout`
+                # seconds (never cancelled), holding the request's context and so its trace
+                # span (~5 KB, recorded even at sample rate 0): 5 MB per 1,000 requests at
+                # any time. No span is made where no trace is exported: a deployment that
+                # exports traces sets its own tracing options in BENTOML_CONFIG_OVERRIDES.
+                "tracing": {"excluded_urls": ["."]},
                 "logging": {"access": {"enabled": settings.serve_access_log}},
             }
         }

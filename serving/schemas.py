@@ -12,9 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from crm.contract import CHANNELS
-from features.schema import ACCOUNT_CATEGORICAL, ACCOUNT_NUMERIC, LEAD_CATEGORICAL, LEAD_NUMERIC
+from features.schema import (
+    ACCOUNT_CATEGORICAL,
+    ACCOUNT_NUMERIC,
+    LEAD_CATEGORICAL,
+    LEAD_NUMERIC,
+    numeric_domain,
+)
 
 MAX_IDS = 1000  # entities per scoring call
+MAX_TOP_REASONS = 10  # reasons per list: bounds a response to about 5 MB
 MAX_PATHS = 1000  # journeys per attribution call
 MAX_PATH_LENGTH = 100  # touches per journey
 
@@ -23,7 +30,6 @@ EntityId = Annotated[
     str,
     Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@#/+-]+$", examples=["L0000001"]),
 ]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Category = Annotated[str, Field(max_length=200)]
 
 
@@ -33,10 +39,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _in_domain(feature: str) -> Any:
+    """A finite number within the feature's domain (:func:`features.schema.numeric_domain`),
+    which the OpenAPI spec shows as its minimum and maximum."""
+    low, high = numeric_domain(feature)
+    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False)]
+
+
 def _features_model(
     name: str, numeric: tuple[str, ...], categorical: tuple[str, ...], doc: str
 ) -> type[BaseModel]:
-    fields: dict[str, Any] = {n: (FiniteFloat | None, None) for n in numeric}
+    fields: dict[str, Any] = {n: (_in_domain(n) | None, None) for n in numeric}
     fields.update({c: (Category | None, None) for c in categorical})
     model = create_model(name, __base__=Strict, **fields)
     model.__doc__ = doc
@@ -60,7 +73,7 @@ TopReasons = Annotated[
     int,
     Field(
         ge=0,
-        le=200,
+        le=MAX_TOP_REASONS,
         description="Length of each of reasons, reasons_up and reasons_down (0 for none).",
     ),
 ]

@@ -13,21 +13,27 @@ shape (workers, metrics, access log) reaches BentoML through its own runtime con
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import json
 import logging
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, get_args
 
 import bentoml
 from fastapi import FastAPI
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
+from serving import http_protocol
 from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
-from serving.auth import APIKeyMiddleware, JSONOnlyMiddleware
+from serving.auth import KeyChecker, configured_keys
 from serving.champions import Champions
+from serving.gate import Gate, KeyFirst, Limits, Route
+from serving.metrics import process_metrics
 from serving.online import OnlineFeatures, OnlineStoreUnavailable
 from serving.runtime import SERVICE_NAME
 from serving.schemas import (
@@ -57,11 +63,61 @@ READY_CACHE_SECONDS = 1.0
 info_app = FastAPI(title="crm-intel", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-class _Auth(APIKeyMiddleware):
-    """API keys from the settings at server start (not at import)."""
+# Every API route: methods, the scope a key needs, the schema its JSON body must meet.
+ROUTES: dict[str, Route] = {
+    "/score_leads": Route("/score_leads", frozenset({"POST"}), "score", ScoreLeadsRequest),
+    "/score_accounts": Route("/score_accounts", frozenset({"POST"}), "score", ScoreAccountsRequest),
+    "/attribution": Route("/attribution", frozenset({"POST"}), "attribution", AttributionRequest),
+    "/model_info": Route("/model_info", frozenset({"GET"}), "models:read"),
+}
+
+
+class _Gate(Gate):
+    """The gate (:mod:`serving.gate`) with keys, limits and metrics from the settings, read
+    when the server builds its application (not at import)."""
 
     def __init__(self, app: Any) -> None:
-        super().__init__(app, Settings().api_keys)
+        settings = Settings()
+        # one INFO line per refused request (BentoML's server logging leaves other loggers at
+        # its root's WARNING)
+        project_log = logging.getLogger("crm_intel")
+        if project_log.level == logging.NOTSET:
+            project_log.setLevel(logging.INFO)
+        limits = (
+            Limits(
+                settings.max_request_bytes,
+                settings.request_body_timeout_seconds,
+                settings.request_timeout_seconds,
+            )
+            if settings.request_limits
+            else Limits(None, None, None)
+        )
+        metrics = process_metrics(METRIC_ROUTES) if settings.serve_metrics else None
+        super().__init__(
+            app,
+            ROUTES,
+            KeyChecker(configured_keys(settings.api_keys, settings.api_keys_file)),
+            limits,
+            metrics,
+            settings.expose_docs,
+        )
+
+
+METRIC_ROUTES = (*ROUTES, "/healthz", "/livez", "/readyz", "/metrics")
+
+
+def _key_first(app: Any) -> Any:
+    """The key check in front of the whole server (see :mod:`serving.http_protocol`)."""
+    settings = Settings()
+    keys = KeyChecker(configured_keys(settings.api_keys, settings.api_keys_file))
+    metrics = process_metrics(METRIC_ROUTES) if settings.serve_metrics else None
+    return KeyFirst(app, keys, frozenset(METRIC_ROUTES), metrics)
+
+
+# uvicorn reads its protocol table when a worker's server starts, after this module is imported:
+# this is the one hook there is. Nothing is read here: the protocol reads the settings at its
+# first connection (and adds nothing with request_limits off).
+http_protocol.install(front=_key_first)
 
 
 def _error(status: int, code: str, message: str, fix: str | None = None) -> JSONResponse:
@@ -71,14 +127,10 @@ def _error(status: int, code: str, message: str, fix: str | None = None) -> JSON
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _unavailable(message: str) -> JSONResponse:
-    return _error(
-        503,
-        "online_store_unavailable",
-        message,
-        "retry shortly; if it persists, run `crm-intel features apply` and "
-        "`crm-intel features materialize`",
-    )
+def _unavailable(err: OnlineStoreUnavailable) -> JSONResponse:
+    """503 in the client's words; the detail (which names the file) goes to the log."""
+    log.warning("scoring unavailable: %s", err)
+    return _error(503, "scores_unavailable", err.public, err.fix)
 
 
 # Defaults only: serving.runtime.server_env overrides workers, metrics and the access log from the
@@ -86,10 +138,10 @@ def _unavailable(message: str) -> JSONResponse:
 # (BentoML reads ``threads`` from the decorator alone; more threads only contend for the GIL).
 @bentoml.service(
     name=SERVICE_NAME,
-    traffic={"timeout": 30},
+    traffic={"timeout": 10},
     workers=1,
     threads=1,
-    metrics={"enabled": True},
+    metrics={"enabled": False},  # by raw path: the gate counts by route (serving.metrics)
     logging={"access": {"enabled": False}},
 )
 @bentoml.asgi_app(info_app, path="/")
@@ -108,16 +160,21 @@ class CRMIntel:
         problem = self.online.check()
         if problem:
             log.warning("online store not ready at start: %s", problem)
-        self._ready: tuple[float, str | None] = (time.monotonic(), problem)
+        self._ready: tuple[float, OnlineStoreUnavailable | None] = (time.monotonic(), problem)
         self._ready_lock = threading.Lock()
         self.champions.start()
+        # Everything loaded so far (libraries, models, the registry) lives as long as the
+        # process: kept out of the collector's full passes, which would otherwise walk it all
+        # (hundreds of ms holding the GIL) whenever scoring allocates enough to trigger one.
+        gc.collect()
+        gc.freeze()
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.champions.stop()
         self.online.close()
 
-    def _store_problem(self) -> str | None:
+    def _store_problem(self) -> OnlineStoreUnavailable | None:
         with self._ready_lock:
             at, problem = self._ready
             if time.monotonic() - at < READY_CACHE_SECONDS:
@@ -142,40 +199,63 @@ class CRMIntel:
     ) -> Any:
         champion = self.champions[model_name]  # one reference for the whole request
         entity, _ = MODEL_ENTITIES[model_name]
+        inline = len(ids) <= self.settings.score_inline_max_items
         try:
-            records = await self.online.rows_async(entity, ids, status=True)
+            if inline:
+                records = await self.online.rows_async(entity, ids, status=True)
+            else:  # a large request: read and score in a thread, the loop keeps answering
+                records = await asyncio.to_thread(self.online.rows, entity, ids, True)
             ttl = self.online.ttl(entity)
         except OnlineStoreUnavailable as err:
             with self._ready_lock:
-                self._ready = (time.monotonic(), str(err))
-            return _unavailable(str(err))
-        results = score_items(
-            model_name,
-            champion.model,
-            records,
-            overrides,
-            top,
-            self.settings.crm_field_names,
-            ttl=ttl,
-            allow_stale=allow_stale,
-            fields=fields,
-        )
-        counts = dict.fromkeys(STATUSES, 0)
-        for r in results:
-            counts[r["status"]] += 1
-        return response.model_validate(
-            {
-                "model": model_name,
-                "model_version": champion.version,
-                **counts,
-                "results": results,
-            }
-        )
+                self._ready = (time.monotonic(), err)
+            return _unavailable(err)
 
-    # Scoring is async on purpose: a request is ~1 ms of CPU, and running it on the event loop
-    # avoids handing the GIL back and forth with a worker thread, which under concurrency cost
-    # more than the scoring itself. A locked store is waited on with asyncio.sleep (up to
-    # online_store_timeout_ms), never inside SQLite, so it does not stall other requests.
+        def results_and_counts() -> tuple[list[dict[str, Any]], dict[str, int]]:
+            results = score_items(
+                model_name,
+                champion.model,
+                records,
+                overrides,
+                top,
+                self.settings.crm_field_names,
+                ttl=ttl,
+                allow_stale=allow_stale,
+                fields=fields,
+            )
+            counts = dict.fromkeys(STATUSES, 0)
+            for r in results:
+                counts[r["status"]] += 1
+            return results, counts
+
+        if inline:
+            results, counts = results_and_counts()
+            return response.model_validate(
+                {
+                    "model": model_name,
+                    "model_version": champion.version,
+                    **counts,
+                    "results": results,
+                }
+            )
+
+        def encoded() -> bytes:
+            # Validated and serialised item by item: one call over the whole response would hold
+            # the GIL for tens of milliseconds at a time, stalling the event loop as much.
+            results, counts = results_and_counts()
+            item = get_args(response.model_fields["results"].annotation)[0]
+            head = {"model": model_name, "model_version": champion.version, **counts}
+            parts = [item.model_validate(r).model_dump_json().encode() for r in results]
+            return json.dumps(head).encode()[:-1] + b', "results": [' + b",".join(parts) + b"]}"
+
+        return Response(await asyncio.to_thread(encoded), media_type="application/json")
+
+    # Scoring is async on purpose: a small request is ~1 ms of CPU, and running it on the event
+    # loop avoids handing the GIL back and forth with a worker thread, which under concurrency
+    # cost more than the scoring itself. A locked store is waited on with asyncio.sleep (up to
+    # online_store_timeout_ms), never inside SQLite, so it does not stall other requests. A
+    # request of more than score_inline_max_items items is read and scored in a thread, so
+    # health checks and small requests are answered meanwhile.
     @bentoml.api(input_spec=ScoreLeadsRequest)
     async def score_leads(
         self,
@@ -228,7 +308,10 @@ class CRMIntel:
             return _error(400, "bad_journeys", str(err))  # type: ignore[return-value]
         except NoAttributionRun as err:
             return _error(  # type: ignore[return-value]
-                404, "no_attribution_run", str(err), "run `crm-intel attribution run` first"
+                404,
+                "no_attribution_run",
+                err.public,
+                "an operator can run `crm-intel attribution run` for a period that includes it",
             )
         out: dict[str, Any] = {
             "source": credit.source,
@@ -245,18 +328,15 @@ class CRMIntel:
         problem = self._store_problem()
         return {
             "models": self.champions.info(),
-            "online_store": problem or "ready",
+            "online_store": problem.public if problem else "ready",
             "online_store_ready": problem is None,
             "crm_field_names": self.settings.crm_field_names,
         }
 
 
-# Outermost first: the key is checked before anything else looks at the request.
-CRMIntel.add_asgi_middleware(_Auth)  # type: ignore[attr-defined]  # bentoml.Service method
-CRMIntel.add_asgi_middleware(  # type: ignore[attr-defined]
-    JSONOnlyMiddleware,
-    paths=[f"/{name}" for name in CRMIntel.apis],  # type: ignore[attr-defined]
-)
+# The first of the service's own middlewares, in front of BentoML's routes (BentoML's own
+# metrics, which would label requests by raw path, are turned off by serving.runtime).
+CRMIntel.add_asgi_middleware(_Gate)  # type: ignore[attr-defined]  # bentoml.Service method
 
 
 def _unpack(

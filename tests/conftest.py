@@ -33,3 +33,94 @@ def small_data_dir(tmp_path_factory: pytest.TempPathFactory, small_sim: Simulati
     data_dir = tmp_path_factory.mktemp("small-crm")
     write_simulation(small_sim, data_dir)
     return data_dir
+
+
+# ------------------------------------------------------------------ what error bodies disclose
+# Every error response (status >= 400) any test receives from the service, in-process or live,
+# is scanned as it arrives: no server path, no library's name or version, no link. A body that
+# discloses one fails the test that received it.
+DISCLOSING_WORDS = (
+    "bentoml",
+    "pydantic",
+    "starlette",
+    "uvicorn",
+    "fastapi",
+    "feast",
+    "mlflow",
+    "lightgbm",
+    "sklearn",
+    "scikit",
+    "sqlite",
+    "sqlalchemy",
+    "numpy",
+    "pandas",
+    "shap",
+    "skops",
+    "httptools",
+    "prometheus",
+    "opentelemetry",
+    "python",
+    "traceback",
+    "http://",
+    "https://",
+)
+ERROR_BODIES: list[tuple[str, int, str]] = []  # (method and path, status, body) of every one
+
+
+def disclosed(body: str) -> list[str]:
+    """What an error body gives away: paths of this machine, library names, links."""
+    import os
+    import sys
+    import tempfile
+
+    paths = {sys.prefix, str(REPO), os.getcwd(), tempfile.gettempdir() + "/", str(Path.home())}
+    found = [p for p in paths if p and p != "/" and p in body]
+    lower = body.lower()
+    found += [w for w in DISCLOSING_WORDS if w in lower]
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scan_error_bodies() -> object:
+    import httpx
+
+    def check(request: httpx.Request, response: httpx.Response) -> None:
+        if response.status_code < 400 or request.url.host not in ("127.0.0.1", "testserver"):
+            return
+        body = response.text
+        ERROR_BODIES.append((f"{request.method} {request.url.path}", response.status_code, body))
+        bad = disclosed(body)
+        assert not bad, f"{request.method} {request.url.path} {response.status_code}: {bad}: {body}"
+
+    send, send_async = httpx.Client.send, httpx.AsyncClient.send
+
+    def scanned(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        response = send(self, request, **kwargs)  # type: ignore[arg-type]
+        if not kwargs.get("stream"):
+            check(request, response)
+        return response
+
+    async def scanned_async(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: object
+    ) -> httpx.Response:
+        response = await send_async(self, request, **kwargs)  # type: ignore[arg-type]
+        if not kwargs.get("stream"):
+            check(request, response)
+        return response
+
+    httpx.Client.send = scanned  # type: ignore[method-assign]
+    httpx.AsyncClient.send = scanned_async  # type: ignore[method-assign]
+    yield
+    httpx.Client.send, httpx.AsyncClient.send = send, send_async  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def error_bodies(_scan_error_bodies: object) -> list[tuple[str, int, str]]:
+    """Every error response received so far in the session: (method and path, status, body)."""
+    return ERROR_BODIES
+
+
+@pytest.fixture(scope="session")
+def disclosure() -> object:
+    """:func:`disclosed`, for tests that scan bodies themselves."""
+    return disclosed

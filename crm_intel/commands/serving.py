@@ -202,14 +202,19 @@ def serve(
         )
     env = server_env(settings)
     key_shown = "$CRM_INTEL_API_KEY"
-    if not settings.api_keys:
+    if not settings.api_keys and settings.api_keys_file is None:
         key = secrets.token_urlsafe(24)
         env["CRM_INTEL_API_KEYS"] = key
         key_shown = key
         console.print("[yellow]CRM_INTEL_API_KEYS is not set: generated a key for this run.[/]")
     root = Path(__file__).resolve().parents[2]
     example = _example_lead(settings)
-    console.print(f"serving on http://{host}:{port} (docs at /, OpenAPI at /docs.json); try:")
+    docs = (
+        "OpenAPI at /docs.json"
+        if settings.expose_docs
+        else "CRM_INTEL_EXPOSE_DOCS=1 for /docs.json"
+    )
+    console.print(f"serving on http://{host}:{port} ({docs}); try:")
     sys.stdout.write(
         f"curl -s -X POST http://{host}:{port}/score_leads "
         f"-H 'Authorization: Bearer {key_shown}' -H 'Content-Type: application/json' "

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from crm.settings import Settings
-from crm_intel.demo import QUIET_ENV, Deployment, LiveServer, build_demo
+from crm_intel.demo import QUIET_ENV, Deployment, LiveServer
 from serving.batch import scorable_ids, score_batch
 from training.registry import client_for, promote
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("deployment_env")]
 
 KEY = "live-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -33,24 +33,16 @@ LOAD_SECONDS = 60.0
 LOAD_CONCURRENCY = 16
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    """The same demo deployment as ``test_service.py`` (built once per session)."""
-    return build_demo(tmp_path_factory.getbasetemp() / "serving-demo")
-
-
-@pytest.fixture(autouse=True)
-def _deployment_env(monkeypatch: pytest.MonkeyPatch, deployment: Deployment) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", deployment.tracking_uri)
-    monkeypatch.setenv("CRM_INTEL_DATA_DIR", str(deployment.data_dir))
-
-
 @pytest.fixture(scope="module")
 def server(
     deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     log = tmp_path_factory.mktemp("live-server") / "bentoml.log"
-    extra = {"CRM_INTEL_MODEL_REFRESH_SECONDS": "1", "CRM_INTEL_ONLINE_STORE_TIMEOUT_MS": "100"}
+    extra = {
+        "CRM_INTEL_MODEL_REFRESH_SECONDS": "1",
+        "CRM_INTEL_ONLINE_STORE_TIMEOUT_MS": "100",
+        "CRM_INTEL_EXPOSE_DOCS": "1",  # for Schemathesis
+    }
     with LiveServer(deployment, f"spare-key,{KEY}", log, extra) as live:
         yield live
 
@@ -63,7 +55,7 @@ def settings(deployment: Deployment) -> Settings:
 def test_live_scores_equal_batch_and_contributions_sum_to_the_raw_margin(server, settings):
     # Given 200 leads the service scores, scored by the nightly batch
     ids = scorable_ids(settings, "lead")[:200]
-    batch, champion = score_batch(settings, "lead_conversion", ids)
+    batch, champion = score_batch(settings, "lead_conversion", ids, top=200)
     by_id = batch.set_index("lead_id")
     from features.store import online_features
 
@@ -78,14 +70,16 @@ def test_live_scores_equal_batch_and_contributions_sum_to_the_raw_margin(server,
     # When the live service scores each lead on its own, with every contribution
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
         for lead in ids:
-            r = http.post("/score_leads", json={"lead_ids": [lead], "top_reasons": 200})
+            r = http.post("/score_leads", json={"lead_ids": [lead], "top_reasons": 10})
             assert r.status_code == 200
             item = r.json()["results"][0]
             # Then it equals the batch to 1e-9 and explains the raw margin exactly
             assert item["status"] == by_id.loc[lead, "status"] == "scored"
             assert item["probability"] == pytest.approx(by_id.loc[lead, "probability"], abs=1e-9)
             assert item["score"] == by_id.loc[lead, "score"]
-            total = sum(x["contribution"] for x in item["reasons"]) + item["base_value"]
+            every = json.loads(by_id.loc[lead, "reasons"])  # the batch's, all of them
+            assert [x["feature"] for x in item["reasons"]] == [x["feature"] for x in every[:10]]
+            total = sum(x["contribution"] for x in every) + item["base_value"]
             assert total == pytest.approx(raw[lead], abs=1e-9)
             assert item["raw_margin"] == pytest.approx(raw[lead], abs=1e-9)
             assert r.json()["model_version"] == champion.version
@@ -258,8 +252,8 @@ def test_online_store_gone_is_503_and_not_ready_then_recovers(server, settings):
         try:
             r = http.post("/score_leads", json={"lead_ids": [lead]})
             error = r.json()["error"]
-            assert r.status_code == 503 and "online store" in error["message"]
-            assert error["code"] == "online_store_unavailable"
+            assert r.status_code == 503 and "feature store" in error["message"]
+            assert error["code"] == "scores_unavailable"
             assert _until(lambda: http.get("/readyz").status_code == 503)
         finally:
             os.replace(aside, db)
