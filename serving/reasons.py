@@ -80,6 +80,8 @@ _CATEGORY_WORDS: dict[str, str] = {
 def _missing(value: Any) -> bool:
     if value is None:
         return True
+    if isinstance(value, str):  # a category: never NaN (and no exception to raise and catch)
+        return False
     try:
         return bool(math.isnan(value))
     except TypeError:
