@@ -70,6 +70,15 @@ def split_counts(name: str, labels: pd.Series, timestamps: pd.Series | None = No
     return SplitCounts(name, int(len(labels)), pos, int(len(labels)) - pos, start, end)
 
 
+def split_window(counts: list[SplitCounts]) -> dict[str, str | None]:
+    """First and last day of each split (train, validation, test, in that order), as the
+    training result's ``window`` reports them."""
+    out: dict[str, str | None] = {}
+    for name, c in zip(("train", "validation", "test"), counts, strict=True):
+        out[f"{name}_start"], out[f"{name}_end"] = c.start, c.end
+    return out
+
+
 def check_counts(counts: list[SplitCounts], minimums: Minimums) -> DataCheck:
     """Compare each split's counts with ``minimums``; training splits are named ``train*``."""
     problems = []

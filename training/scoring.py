@@ -50,3 +50,13 @@ def score_frame(
     if mrr is not None:
         out["revenue_at_risk"] = p * 12.0 * np.nan_to_num(np.asarray(mrr, dtype=float))
     return out
+
+
+def add_revenue_at_risk(
+    evaluation: pd.DataFrame, rows: pd.DataFrame, value_column: str | None
+) -> None:
+    """``evaluation["revenue_at_risk"]`` from its ``p_model`` and the monthly value in
+    ``rows[value_column]`` (same index), when the table has that column."""
+    if value_column and value_column in rows.columns:
+        scored = score_frame(evaluation["p_model"], rows[value_column], evaluation.index)
+        evaluation["revenue_at_risk"] = scored["revenue_at_risk"]

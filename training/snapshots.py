@@ -24,7 +24,15 @@ import numpy as np
 import pandas as pd
 
 from training.baselines import RulePointsScore
-from training.data import LABEL, TIMESTAMP, Minimums, check_counts, fingerprint, split_counts
+from training.data import (
+    LABEL,
+    TIMESTAMP,
+    Minimums,
+    check_counts,
+    fingerprint,
+    split_counts,
+    split_window,
+)
 from training.metrics import binary_metrics
 from training.pipeline import (
     ModelSpec,
@@ -40,7 +48,7 @@ from training.protocol import (
     data_as_of,
     scored_period_rows,
 )
-from training.scoring import score_frame
+from training.scoring import add_revenue_at_risk
 from training.selection import (
     Candidate,
     Selection,
@@ -250,16 +258,9 @@ def train_time_split(
     production = fit_production(X, y, ts, spec, protocol, selection.winner.candidate, random_state)
     evaluation: pd.DataFrame = out["evaluation"]
     test: pd.DataFrame = out["test"]
-    if spec.value_column and spec.value_column in test.columns:
-        scored = score_frame(evaluation["p_model"], test[spec.value_column], evaluation.index)
-        evaluation["revenue_at_risk"] = scored["revenue_at_risk"]
+    add_revenue_at_risk(evaluation, test, spec.value_column)
     window = {
-        "train_start": counts[0].start,
-        "train_end": counts[0].end,
-        "validation_start": counts[1].start,
-        "validation_end": counts[1].end,
-        "test_start": counts[2].start,
-        "test_end": counts[2].end,
+        **split_window(counts),
         "cutoff": str(cutoff.date()),
         "production_as_of": str(data_as_of(ts, protocol).date()),
     }

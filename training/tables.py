@@ -40,6 +40,7 @@ from training.data import (
     check_counts,
     fingerprint,
     split_counts,
+    split_window,
     time_split,
 )
 from training.metrics import binary_metrics
@@ -52,7 +53,7 @@ from training.pipeline import (
     feature_kinds,
     fit_baselines,
 )
-from training.scoring import score_frame
+from training.scoring import add_revenue_at_risk
 from training.selection import (
     SIMPLICITY,
     TIE,
@@ -484,17 +485,8 @@ def train_fractional_split(
     metrics = {
         name: binary_metrics(y_test, evaluation[f"p_{name}"]) for name in ("model", *baselines)
     }
-    if spec.value_column and spec.value_column in test.columns:
-        scored = score_frame(evaluation["p_model"], test[spec.value_column], evaluation.index)
-        evaluation["revenue_at_risk"] = scored["revenue_at_risk"]
-    window = {
-        "train_start": counts[0].start,
-        "train_end": counts[0].end,
-        "validation_start": counts[1].start,
-        "validation_end": counts[1].end,
-        "test_start": counts[2].start,
-        "test_end": counts[2].end,
-    }
+    add_revenue_at_risk(evaluation, test, spec.value_column)
+    window = split_window(counts)
 
     def reevaluate(record: dict[str, Any]) -> float:
         _, p = fit_and_test(candidate_from_record(record))
