@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from feature_checks import same_values
 from typer.testing import CliRunner
 
 from crm.settings import Settings
@@ -44,21 +45,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> 
     return settings
 
 
-def _equal(a: pd.Series, b: pd.Series) -> bool:
-    if a.dtype.kind == "f" or b.dtype.kind == "f":
-        return np.allclose(
-            a.to_numpy(dtype=float, na_value=np.nan),
-            b.to_numpy(dtype=float, na_value=np.nan),
-            rtol=0,
-            atol=0,
-            equal_nan=True,
-        )
-    return (
-        a.astype(object).where(a.notna(), None).tolist()
-        == b.astype(object).where(b.notna(), None).tolist()
-    )
-
-
 @pytest.mark.parametrize(
     "model, key, table",
     [("lead_conversion", "lead_id", "lead"), ("churn_risk", "account_id", "account")],
@@ -79,7 +65,7 @@ def test_training_set_through_feast_equals_the_pipeline_values(
     )
     assert len(joined) == len(rows)
     for name in feature_names(model):
-        assert _equal(joined[name], joined[f"{name}_pipeline"]), name
+        assert same_values(joined[name], joined[f"{name}_pipeline"]), name
 
 
 def test_file_and_asof_offline_stores_agree(settings: Settings) -> None:
@@ -143,7 +129,7 @@ def test_online_vector_equals_the_latest_offline_row_and_feasts_own_read(
         online.loc[ids, "event_timestamp"].to_numpy() == sample["event_timestamp"].to_numpy()
     ).all()
     for name in feature_names("lead_conversion"):
-        assert _equal(online.loc[ids, name], sample[name]), name
+        assert same_values(online.loc[ids, name], sample[name]), name
     # and Feast's own get_online_features reads the same values from the same store
     store = feature_store(settings)
     feast = (
@@ -155,7 +141,7 @@ def test_online_vector_equals_the_latest_offline_row_and_feasts_own_read(
         .set_index("lead_id")
     )
     for name in feature_names("lead_conversion"):
-        assert _equal(feast.loc[ids, name], sample[name]), name
+        assert same_values(feast.loc[ids, name], sample[name]), name
 
 
 def test_unknown_entity_is_a_named_error(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from feast import FeatureStore, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.repo_config import FeastConfigError, load_repo_config
+from feature_checks import same_values
 from pydantic import ValidationError
 
 import features
@@ -77,21 +78,6 @@ def _latest(settings: Settings, entity: str, key: str, end: datetime | None = No
     return table.to_pandas().set_index(key)
 
 
-def _equal(a: pd.Series, b: pd.Series) -> bool:
-    if a.dtype.kind == "f" or b.dtype.kind == "f":
-        return np.allclose(
-            a.to_numpy(dtype=float, na_value=np.nan),
-            b.to_numpy(dtype=float, na_value=np.nan),
-            rtol=0,
-            atol=0,
-            equal_nan=True,
-        )
-    return (
-        a.astype(object).where(a.notna(), None).tolist()
-        == b.astype(object).where(b.notna(), None).tolist()
-    )
-
-
 def _assert_serves_latest(
     settings: Settings, entity: str, key: str, model: str, n: int = 40
 ) -> None:
@@ -102,7 +88,7 @@ def _assert_serves_latest(
     assert online["found"].all()
     assert (online["event_timestamp"].to_numpy() == sample["event_timestamp"].to_numpy()).all()
     for name in feature_names(model):
-        assert _equal(online[name], sample[name]), name
+        assert same_values(online[name], sample[name]), name
 
 
 def _files(settings: Settings) -> list[str]:
@@ -185,7 +171,7 @@ def test_feast_materialize_switches_a_new_generation_under_open_readers(data: Se
     for lead in known:
         assert after.loc[lead, "event_timestamp"] == expected.loc[lead, "event_timestamp"]
         for name in feature_names("lead_conversion"):
-            assert _equal(after.loc[[lead], name], expected.loc[[lead], name]), name
+            assert same_values(after.loc[[lead], name], expected.loc[[lead], name]), name
     # and the generation started as a copy: the accounts' table is unchanged
     with sqlite3.connect(path) as conn:
         assert (
@@ -322,7 +308,9 @@ def test_write_to_online_store_is_one_transaction(data: Settings) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="refused"):
         store.write_to_online_store("lead_features", rows)
     # then neither lead changed: the first lead's rows were rolled back with the second's
-    pd.testing.assert_frame_equal(online_features(feature_store(data), "lead", LEADS[:2]), before)
+    pd.testing.assert_frame_equal(
+        online_features(feature_store(data), "lead", LEADS[:2]), before
+    )
 
 
 def test_a_write_in_place_waits_for_the_generation_and_lands_in_the_new_file(
