@@ -144,6 +144,23 @@ def needs_key(path: str) -> bool:
     return not (path in HEALTH_PATHS or path in DOCS_PATHS or path == INDEX_PATH)
 
 
+async def answer(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    close: bool = False,
+) -> None:
+    """A whole response: status, ``body`` with its type and length, extra ``headers``."""
+    out = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    out += headers or []
+    if close:  # the rest of the body is not read: the connection cannot be reused
+        out.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
 class KeyFirst:
     """The key check alone, for the outermost layer of the server: a request without a valid
     key is answered 401 before anything else (BentoML's own middlewares included) spends time
@@ -181,14 +198,7 @@ class KeyFirst:
         path = scope.get("path", "")
         label = path if path in self.known_paths else "(other path)"  # never a client's path
         log.info("%s %s 401 %s key=-", scope.get("method"), label, error["code"])
-        body = json.dumps({"error": error}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            CHALLENGE,
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, 401, json.dumps({"error": error}).encode(), headers=[CHALLENGE])
         if self.metrics is not None:
             elapsed = time.perf_counter() - started
             self.metrics.observe(scope.get("path", ""), scope.get("method", ""), 401, elapsed)
@@ -229,22 +239,6 @@ class Gate:
 
     # ------------------------------------------------------------------------------ answers
 
-    async def _answer(
-        self,
-        send: Send,
-        status: int,
-        body: bytes,
-        content_type: bytes = b"application/json",
-        headers: list[tuple[bytes, bytes]] | None = None,
-        close: bool = False,
-    ) -> None:
-        out = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-        out += headers or []
-        if close:  # the rest of the body is not read: the connection cannot be reused
-            out.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body})
-
     async def _problem(
         self,
         scope: Scope,
@@ -264,7 +258,7 @@ class Gate:
             key.key_id if key else "-",
         )
         body = json.dumps({"error": error}).encode()
-        await self._answer(send, status, body, headers=headers, close=close)
+        await answer(send, status, body, headers=headers, close=close)
         raise _Answered
 
     def _label(self, path: str) -> str:
@@ -455,7 +449,7 @@ class Gate:
                     ),
                 )
             if path == INDEX_PATH:
-                await self._answer(send, 200, self.index, b"text/html; charset=utf-8")
+                await answer(send, 200, self.index, b"text/html; charset=utf-8")
             else:
                 await self.app(scope, receive, _shaped(send, path))
             return
@@ -463,7 +457,7 @@ class Gate:
         if route is None:  # the metrics path, allowed
             assert self.metrics is not None
             body = self.metrics.exposition()
-            await self._answer(send, 200, body, self.metrics.content_type.encode())
+            await answer(send, 200, body, self.metrics.content_type.encode())
             return
         if route.body is None:
             await self.app(scope, receive, _shaped(send, path))
