@@ -308,9 +308,7 @@ def test_write_to_online_store_is_one_transaction(data: Settings) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="refused"):
         store.write_to_online_store("lead_features", rows)
     # then neither lead changed: the first lead's rows were rolled back with the second's
-    pd.testing.assert_frame_equal(
-        online_features(feature_store(data), "lead", LEADS[:2]), before
-    )
+    pd.testing.assert_frame_equal(online_features(feature_store(data), "lead", LEADS[:2]), before)
 
 
 def test_a_write_in_place_waits_for_the_generation_and_lands_in_the_new_file(
