@@ -527,14 +527,6 @@ def encode_get(port: int, path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
 
-def server_memory_mib(server: LiveServer) -> float:
-    """Resident memory of a server and its worker processes."""
-    import psutil
-
-    root = psutil.Process(server.process.pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
-
-
 async def health_during_large_requests(port: int, big: bytes, seconds: float) -> dict[str, Any]:
     """``/healthz`` latency (every 10 ms) while one client sends 1,000-id requests back to back."""
     stop = time.perf_counter() + seconds
@@ -625,7 +617,7 @@ def hardening(
         server = servers["limits_on"]
         paths = [encode_get(server.port, f"/{uuid.uuid4().hex}/{n}") for n in range(5000)]
         asyncio.run(run_load(server.port, paths[:2000], 8, 3.0))  # warm up
-        before = server_memory_mib(server)
+        before = server.rss_bytes() / 2**20
         started = time.perf_counter()
         sent = 0
         while sent < random_paths:
@@ -635,7 +627,7 @@ def hardening(
         out["memory_after_random_paths"] = {
             "requests": sent,
             "seconds": round(time.perf_counter() - started, 1),
-            "growth_mib": round(server_memory_mib(server) - before, 1),
+            "growth_mib": round(server.rss_bytes() / 2**20 - before, 1),
         }
     return out
 

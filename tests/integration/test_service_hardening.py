@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
-import psutil
 import pytest
 
 from crm_intel.demo import Deployment, LiveServer
@@ -59,9 +58,7 @@ def _auth(key: str) -> dict[str, str]:
 
 def _memory_mib(server: LiveServer) -> float:
     """Resident memory of the server and its worker processes."""
-    root = psutil.Process(server.process.pid)
-    processes = [root, *root.children(recursive=True)]
-    return sum(p.memory_info().rss for p in processes) / 2**20
+    return server.rss_bytes() / 2**20
 
 
 def _raw(server: LiveServer, data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
