@@ -46,14 +46,14 @@ test-unit: $(STAMP) ## Run only the fast unit tests
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check), mypy and the layer contract (lint-imports)
-	$(BIN)/ruff check crm simulator features training serving reports crm_intel tests benchmarks
-	$(BIN)/ruff format --check crm simulator features training serving reports crm_intel tests benchmarks
-	$(BIN)/mypy crm simulator features training serving reports crm_intel
+	$(BIN)/ruff check crm simulator features training serving reports crm_intel monitoring tests benchmarks
+	$(BIN)/ruff format --check crm simulator features training serving reports crm_intel monitoring tests benchmarks
+	$(BIN)/mypy crm simulator features training serving reports crm_intel monitoring
 	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format and autofix with ruff
-	$(BIN)/ruff format crm simulator features training serving reports crm_intel tests benchmarks
-	$(BIN)/ruff check --fix crm simulator features training serving reports crm_intel tests benchmarks
+	$(BIN)/ruff format crm simulator features training serving reports crm_intel monitoring tests benchmarks
+	$(BIN)/ruff check --fix crm simulator features training serving reports crm_intel monitoring tests benchmarks
 
 bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, peak memory)
 	$(BIN)/python benchmarks/simulate.py

@@ -34,8 +34,13 @@ possible. All servers are up together and the phases alternate (ours, then MLflo
 concurrency), so a change in the machine's load falls on both. Every phase is bounded by
 ``--seconds``.
 
+The score log's cost (:func:`score_log_cost`): single-lead latency at concurrency 8 with the log
+on and off, phases alternating, and 60 s at concurrency 16 with the log on (rows logged against
+answers, rows dropped).
+
 Usage: ``python benchmarks/serve.py [--seconds 10] [--workers 1] [--with-wrapper]``. Writes
-``benchmarks/results/serve.json`` and prints it.
+``benchmarks/results/serve.json`` and prints it; ``--hardening-only`` and ``--score-log-only``
+run one section.
 """
 
 from __future__ import annotations
@@ -632,6 +637,81 @@ def hardening(
     return out
 
 
+def score_log_cost(
+    deployment: Deployment, ids: list[str], tmp: Path, seconds: float, load_seconds: float
+) -> dict[str, Any]:
+    """What the score log costs and whether it keeps up, in one run:
+
+    * single-lead latency at concurrency 8 with the score log on (SQLite in WAL mode, the
+      default) and off (``CRM_INTEL_SCORE_LOG=0``), phases alternating, three of each;
+    * ``load_seconds`` at concurrency 16 with the log on: rows logged against 200 answers, and
+      the rows the writer's queue dropped (must be 0).
+    """
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp / 'score-log.db'}"
+    variants = {
+        "log_on": {"CRM_INTEL_DATABASE_URL": url},
+        "log_off": {"CRM_INTEL_SCORE_LOG": "0"},
+    }
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with contextlib.ExitStack() as stack:
+        servers = {
+            name: stack.enter_context(LiveServer(deployment, KEY, tmp / f"bentoml-{name}.log", env))
+            for name, env in variants.items()
+        }
+        single = {
+            name: [encode_post(s.port, "/score_leads", {"lead_ids": [i]}, auth) for i in ids]
+            for name, s in servers.items()
+        }
+        for name, server in servers.items():  # warm up both
+            asyncio.run(run_load(server.port, single[name], 8, 2.0))
+        latency: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for _ in range(3):
+            for name, server in servers.items():
+                latency[name].append(asyncio.run(run_load(server.port, single[name], 8, seconds)))
+
+        def logged() -> tuple[int, dict[str, Any]]:
+            import httpx
+
+            info = {}
+            for _ in range(300):
+                info = httpx.get(f"{servers['log_on'].url}/model_info", headers=auth).json()
+                if info["score_log"]["queued"] == 0:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)
+            engine = sqlalchemy.create_engine(url)
+            with engine.connect() as conn:
+                rows = conn.execute(sqlalchemy.text("SELECT count(*) FROM scores")).scalar_one()
+            engine.dispose()
+            return int(rows), info["score_log"]
+
+        before, _ = logged()
+        load = asyncio.run(run_load(servers["log_on"].port, single["log_on"], 16, load_seconds))
+        after, counters = logged()
+    answered = load["requests"] - sum(v for k, v in load["errors"].items() if k.isdigit())
+    return {
+        "latency_concurrency_8": {
+            name: {
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in rows), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in rows), 2),
+                "requests": sum(r["requests"] for r in rows),
+            }
+            for name, rows in latency.items()
+        },
+        "load_concurrency_16": {
+            "seconds": load_seconds,
+            "answered_200": answered,
+            "rows_logged": after - before,
+            "dropped": counters["dropped"],
+            "failed": counters["failed"],
+            "p50_ms": load["p50_ms"],
+            "p99_ms": load["p99_ms"],
+        },
+    }
+
+
 async def run_until(port: int, requests: list[bytes], concurrency: int, total: int) -> int:
     """Send ``total`` requests over ``concurrency`` connections; how many were answered."""
     done = 0
@@ -670,6 +750,11 @@ def main() -> None:
         help="only the hostile-client figures (writes serve-hardening.json)",
     )
     parser.add_argument(
+        "--score-log-only",
+        action="store_true",
+        help="only the score log's cost and load figures (writes serve-score-log.json)",
+    )
+    parser.add_argument(
         "--deployment", type=Path, default=None, help="reuse (or create) a demo deployment here"
     )
     parser.add_argument(
@@ -697,6 +782,10 @@ def main() -> None:
         if args.hardening_only:
             figures = hardening(deployment, ids, Path(tmp), args.seconds, args.random_paths)
             write("serve-hardening", {"hardening": figures})
+            return
+        if args.score_log_only:
+            figures = score_log_cost(deployment, ids, Path(tmp), args.seconds, 60.0)
+            write("serve-score-log", {"score_log": figures})
             return
         floor = in_process_floor(deployment, ids, min(args.seconds, 5.0))
 
@@ -785,6 +874,7 @@ def main() -> None:
                         file=sys.stderr,
                     )
         hardened = hardening(deployment, ids, Path(tmp), args.seconds, args.random_paths)
+        score_log_figures = score_log_cost(deployment, ids, Path(tmp), args.seconds, 60.0)
     ours_by_c = stats_by_concurrency(results["crm_intel"])
     theirs_by_c = stats_by_concurrency(results["mlflow_lightgbm"])
     best_ours = max(r["throughput_rps"] for r in results["crm_intel"])
@@ -804,6 +894,7 @@ def main() -> None:
         "crm_intel": results["crm_intel"],
         "mlflow_lightgbm": results["mlflow_lightgbm"],
         "in_process_floor": floor,
+        "score_log": score_log_figures,
         "throughput_ratio_vs_mlflow": round(ratio, 2),
         "throughput_ratio_by_concurrency": {
             c: round(ours_by_c[c]["throughput_rps"] / theirs_by_c[c]["throughput_rps"], 2)

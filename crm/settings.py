@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +26,10 @@ DEFAULT_CRM_FIELDS: dict[str, str] = {
     "account_risk_band": "Churn_Risk_Band__c",
     "account_revenue_at_risk": "Revenue_At_Risk__c",
     "account_reasons": "Churn_Reasons__c",
+    "lead_trend": "Score_Trend__c",
+    "lead_trend_change": "Score_Trend_Change__c",
+    "account_trend": "Churn_Risk_Trend__c",
+    "account_trend_change": "Churn_Risk_Trend_Change__c",
 }
 
 
@@ -68,6 +72,27 @@ class Settings(BaseSettings):
     online_store_timeout_ms: int = 250  # wait on a locked online store before answering 503
     score_reasons: int = 3  # top reasons per score
     crm_field_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CRM_FIELDS))
+    # The score log (serving.score_log): a SQLAlchemy URL, e.g. postgresql+psycopg://…; unset:
+    # a SQLite file under the data directory
+    database_url: str | None = None
+    score_log: bool = True  # append every score the API and batch runs give
+    score_log_queue_rows: int = Field(default=100_000, ge=1)  # beyond: rows dropped, counted
+    # Score trend (serving.trend): the score now against the first one served in the last
+    # trend_days; a change of trend_points or more is improving / declining, else steady
+    trend_days: int = Field(default=30, ge=1)
+    trend_points: int = Field(default=5, ge=1)
+    # Gray release of each model's ``challenger`` (serving.release): off; shadow (scored and
+    # logged, never returned); canary (canary_fraction of ids, sticky by id, get it)
+    release_mode: Literal["off", "shadow", "canary"] = "off"
+    canary_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    # crm-intel monitor (monitoring.monitor): windows compared and the thresholds of its alerts
+    monitor_reference_days: int = Field(default=182, ge=7)  # before the champion's training end
+    monitor_current_days: int = Field(default=28, ge=1)  # the latest period
+    monitor_feature_psi: float = Field(default=0.2, gt=0)
+    monitor_score_psi: float = Field(default=0.2, gt=0)
+    monitor_auc_drop: float = Field(default=0.05, ge=0)  # realised below expected by this much
+    monitor_calibration_error: float = Field(default=0.05, gt=0)
+    monitor_min_outcomes: int = Field(default=200, ge=1)  # fewer: reported, never alerted on
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -101,6 +126,12 @@ class Settings(BaseSettings):
         """Feast registry and SQLite online store."""
         return self.data_dir / "feast"
 
+    def score_log_url(self) -> str:
+        """The score log's database: ``database_url``, else ``<data_dir>/crm_intel.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.resolve() / 'crm_intel.db'}"
+
     def tracking_uri(self) -> str:
         """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite under ``mlruns/``."""
         import os
@@ -121,3 +152,9 @@ def _cached(data_dir: str | None) -> Settings:
 def get_settings(data_dir: Path | str | None = None) -> Settings:
     """Settings, with ``data_dir`` overriding the environment when given."""
     return _cached(None if data_dir is None else str(Path(data_dir).resolve()))
+
+
+def forget_settings() -> None:
+    """Forget the settings read so far, so that the next :func:`get_settings` reads the
+    environment again (a process whose environment changed, such as a test's)."""
+    _cached.cache_clear()

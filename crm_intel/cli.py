@@ -11,9 +11,14 @@ import typer
 from crm_intel.commands import (
     attribution,
     backtesting,
+    comparing,
     features,
     importing,
     keys,
+    monitoring,
+    privacy,
+    runs,
+    scores,
     simulating,
     training,
 )
@@ -34,10 +39,16 @@ app.add_typer(features.app, name="features")
 app.add_typer(attribution.app, name="attribution")
 app.add_typer(training.train_app, name="train")
 app.add_typer(training.models_app, name="models")
+training.models_app.command("compare")(comparing.compare)
 app.add_typer(backtesting.app, name="backtest")
 app.add_typer(serving_cmd.app, name="score")
 app.command("serve")(serving_cmd.serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(scores.app, name="scores")
+app.add_typer(runs.app, name="run")
+app.command("erase")(privacy.erase)
+app.command("audit")(privacy.audit)
+app.command("monitor")(monitoring.monitor)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,11 +23,15 @@ import pyarrow.parquet as pq
 from crm.io import atomic_file, write_parquet
 from crm.settings import Settings
 from features.feature_views import TTL
+from features.lifecycle import account_status_table, lead_status_table
 from features.schema import STATUS_TABLES
 from features.store import entity_info, latest_rows
+from features.training import FEATURE_SERVICES
 from serving.online import OnlineFeatures
+from serving.score_log import append, open_log, rows_from_results
 from serving.scoring import MODEL_ENTITIES, VALUE_FEATURE, batch_frame, iter_chunks, score
 from serving.status import NOT_A_CUSTOMER, standing
+from serving.trend import trends
 from training.registry import Champion, load_champion
 
 CHUNK = 2000  # ids per online read: one SQLite query each
@@ -100,6 +106,88 @@ def scorable_ids(settings: Settings, entity: str) -> list[str]:
     return sorted(out)
 
 
+class AsOfFeatures:
+    """Feature rows and lifecycle as they stood at a past time, read like the online store.
+
+    The features are each entity's latest feature-table row at or before ``as_of`` (what the
+    online store held then); the lifecycle is recomputed from the raw tables as of that time: a
+    lead is open when created by then and not converted by then (the CRM's current status, such
+    as disqualified, has no date and is not used), an account is a customer when a subscription
+    was live then.
+    """
+
+    def __init__(self, settings: Settings, entity: str, as_of: datetime):
+        self.entity = entity
+        self.as_of = as_of
+        key, table, self.numeric, self.categorical = entity_info(entity)
+        self.key = key
+        latest = latest_rows(settings.features_dir / f"{table}.parquet", key, end=as_of)
+        frame = latest.to_pandas()
+        frame[key] = frame[key].astype(str)
+        self.features = frame.set_index(key)
+        self.lifecycle = _lifecycle_as_of(settings, entity, pd.Timestamp(as_of))
+
+    def ids(self) -> list[str]:
+        """Every id the CRM had then, sorted, but prospects (accounts never subscribed)."""
+        keep = {i for i, row in self.lifecycle.items() if row["status"] != NOT_A_CUSTOMER}
+        return sorted(keep)
+
+    def ttl(self, entity: str) -> timedelta:
+        return TTL
+
+    def frame(self, entity: str, ids: Sequence[str], status: bool = True) -> pd.DataFrame:
+        """The rows of ``ids`` in the layout of :meth:`serving.online.OnlineFeatures.frame`."""
+        ids = [str(i) for i in ids]
+        known = self.features.reindex(ids)
+        present = pd.Index(ids).isin(self.features.index)
+        columns: dict[str, Any] = {
+            self.key: pd.array(ids, dtype="string[pyarrow]"),
+            "event_timestamp": pd.to_datetime(known["event_timestamp"], utc=True).to_numpy(),
+            "found": np.asarray(present, dtype=bool),
+        }
+        for name in self.numeric:
+            columns[name] = known[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        for name in self.categorical:
+            columns[name] = pd.array(known[name].to_numpy(dtype=object), dtype="string[pyarrow]")
+        columns["lifecycle"] = pd.Series([self.lifecycle.get(i) for i in ids], dtype=object)
+        out = pd.DataFrame(columns, copy=False)
+        out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _lifecycle_as_of(
+    settings: Settings, entity: str, as_of: pd.Timestamp
+) -> dict[str, dict[str, Any]]:
+    """Id → lifecycle row (``as_of``, ``status`` and the status fields) at ``as_of``."""
+    raw = settings.raw_dir
+    if entity == "lead":
+        leads = pd.read_parquet(
+            raw / "leads.parquet", columns=["lead_id", "created_at", "converted_at"]
+        )
+        leads = leads[leads["created_at"] <= as_of].copy()
+        leads["converted_at"] = leads["converted_at"].where(leads["converted_at"] <= as_of)
+        table = lead_status_table(leads.reset_index(drop=True), as_of, None)
+        key = "lead_id"
+    else:
+        accounts = pd.read_parquet(raw / "accounts.parquet")
+        subscriptions = pd.read_parquet(raw / "subscriptions.parquet")
+        subscriptions = subscriptions[subscriptions["start"] <= as_of]
+        table = account_status_table(accounts, subscriptions, as_of)
+        key = "account_id"
+    stamp = as_of.to_pydatetime()
+    out: dict[str, dict[str, Any]] = {}
+    for row in table.drop(columns=["event_timestamp"]).to_dict("records"):
+        entity_id = str(row.pop(key))
+        out[entity_id] = {
+            "as_of": stamp,
+            **{k: (None if pd.isna(v) else v) for k, v in row.items()},
+        }
+    return out
+
+
 def score_batch(
     settings: Settings,
     model_name: str,
@@ -108,6 +196,7 @@ def score_batch(
     champion: Champion | None = None,
     progress: Callable[[int], None] | None = None,
     allow_stale: bool = False,
+    as_of: datetime | None = None,
 ) -> tuple[pd.DataFrame, Champion]:
     """Score ``ids`` (default: :func:`batch_ids`) with the current champion.
 
@@ -115,14 +204,23 @@ def score_batch(
     (scored with ``stale: true`` under ``allow_stale``) or ``unknown`` (ids given that the
     store does not know).
 
+    With ``as_of``, the features and lifecycle are those of that time (:class:`AsOfFeatures`)
+    instead of the online store's, and the default ids every entity the CRM had then: a back-fill
+    of the scores the batch would have given that day.
+
     Returns:
         The rows of :func:`serving.scoring.batch_frame` and the champion used.
     """
     entity, key = MODEL_ENTITIES[model_name]
     champion = champion or load_champion(model_name, settings.tracking_uri())
-    ids = list(ids) if ids is not None else batch_ids(settings, entity)
     top = settings.score_reasons if top is None else top
-    online = OnlineFeatures(settings, timeout_ms=30_000)
+    online: OnlineFeatures | AsOfFeatures
+    if as_of is not None:
+        online = AsOfFeatures(settings, entity, as_of)
+        ids = list(ids) if ids is not None else online.ids()
+    else:
+        online = OnlineFeatures(settings, timeout_ms=30_000)
+        ids = list(ids) if ids is not None else batch_ids(settings, entity)
     parts = []
     try:
         ttl = online.ttl(entity)
@@ -181,3 +279,50 @@ def write_scores(frame: pd.DataFrame, out: Path) -> Path:
         else:
             frame.to_csv(tmp, index=False)
     return out
+
+
+def trend_and_log(
+    settings: Settings,
+    frame: pd.DataFrame,
+    model_name: str,
+    champion: Champion,
+    scored_at: datetime,
+    request_id: str,
+) -> int:
+    """Add each scored row's trend (columns ``trend``, ``trend_change`` and their CRM fields)
+    from the score log, then append the scored rows to the log as the champion's, given at
+    ``scored_at`` (now, or the ``--as-of`` date of a back-fill). Returns the rows logged."""
+    entity, key = MODEL_ENTITIES[model_name]
+    names = settings.crm_field_names
+    engine = open_log(settings.score_log_url())
+    if not len(frame):
+        return 0
+    scored = frame[frame["status"] == "scored"]
+    now_scores = dict(zip(scored[key].astype(str), scored["score"].astype(int), strict=True))
+    found: dict[str, tuple[str, int]] = {}
+    for chunk in iter_chunks(list(now_scores), 5_000):
+        part = {i: now_scores[i] for i in chunk}
+        found |= trends(engine, entity, part, scored_at, settings.trend_days, settings.trend_points)
+    ids = frame[key].astype(str)
+    trend = ids.map(lambda i: found.get(i, (None, None))[0])
+    change = ids.map(lambda i: found.get(i, (None, None))[1]).astype("Int64")
+    frame["trend"] = trend.where(frame["status"] == "scored", None)
+    frame["trend_change"] = change.where(frame["status"] == "scored")
+    frame[names[f"{entity}_trend"]] = frame["trend"]
+    frame[names[f"{entity}_trend_change"]] = frame["trend_change"]
+    rows = rows_from_results(
+        scored.to_dict("records"),
+        entity=entity,
+        key=key,
+        model=model_name,
+        model_version=champion.version,
+        feature_service=FEATURE_SERVICES.get(model_name),
+        arm="champion",
+        source="batch",
+        request_id=request_id,
+        scored_at=scored_at,
+    )
+    logged = 0
+    for start in range(0, len(rows), 5_000):
+        logged += append(engine, rows[start : start + 5_000])
+    return logged

@@ -21,7 +21,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from training.registry import Champion, NoChampion, champion_version, client_for, load_champion
+from training.registry import (
+    Champion,
+    NoChampion,
+    challenger_version,
+    champion_version,
+    client_for,
+    load_champion,
+    load_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,11 @@ ServiceOf = Callable[[Champion, str], str | None]
 
 def _current_version(tracking_uri: str, name: str) -> str | None:
     version = champion_version(tracking_uri, name)
+    return None if version is None else str(version.version)
+
+
+def _challenger_version(tracking_uri: str, name: str) -> str | None:
+    version = challenger_version(tracking_uri, name)
     return None if version is None else str(version.version)
 
 
@@ -83,14 +96,19 @@ class Champions:
         version_of: VersionOf | None = None,
         feature_services: Mapping[str, str] | None = None,
         service_of: ServiceOf | None = None,
+        challengers: bool = False,
+        challenger_of: VersionOf | None = None,
     ):
-        """Load every champion.
+        """Load every champion (and, with ``challengers``, each model's ``challenger``).
 
         Args:
             feature_services: model name → the feature service it must have been trained on
                 (a model not named is not checked).
             service_of: the feature service a loaded version was trained on (default:
                 :func:`trained_feature_service`).
+            challengers: also follow each model's ``challenger`` alias, for shadow and canary
+                releases (:meth:`challenger`).
+            challenger_of: the version holding ``challenger`` (default: the registry's).
 
         Raises:
             MissingChampion: a model has no champion.
@@ -110,6 +128,10 @@ class Champions:
         self._trained: dict[tuple[str, str], str | None] = {}  # accepted versions' services
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.follow_challengers = challengers
+        self._challenger_of = challenger_of or _challenger_version
+        self._challengers: dict[str, Champion] = {}
+        self._challenger_error: dict[str, str] = {}
         missing, refused = [], []
         for name in self.names:
             try:
@@ -131,6 +153,8 @@ class Champions:
             )
         if refused:
             raise RefusedChampion("cannot start: " + "; ".join(refused))
+        if challengers:
+            self.refresh_challengers()
 
     def _refusal(self, name: str, champion: Champion) -> str | None:
         expected = self.feature_services.get(name)
@@ -190,9 +214,52 @@ class Champions:
             swapped.append(name)
         return swapped
 
+    def challenger(self, name: str) -> Champion | None:
+        """The model's challenger when one is followed, loaded and servable, else None."""
+        return self._challengers.get(name)
+
+    def refresh_challengers(self) -> list[str]:
+        """Follow each model's ``challenger`` alias: load a new one, drop one that is gone (it
+        was promoted or rejected: the experiment is over). Returns the names that changed.
+
+        A challenger that cannot be loaded or was trained for another feature service is not
+        used (every id gets the champion) and :meth:`info` says why.
+        """
+        changed = []
+        for name in self.names:
+            try:
+                version = self._challenger_of(self.tracking_uri, name)
+                current = self._challengers.get(name)
+                if version is None or version == self._models[name].version:
+                    if current is not None:
+                        self._challengers = {
+                            k: v for k, v in self._challengers.items() if k != name
+                        }
+                        changed.append(name)
+                    self._challenger_error.pop(name, None)
+                    continue
+                if current is not None and current.version == version:
+                    continue
+                fresh = load_version(self.tracking_uri, name, version)
+                problem = self._refusal(name, fresh)
+            except Exception as err:  # no challenger is used; the champion serves everyone
+                self._challenger_error[name] = "the challenger could not be loaded"
+                log.warning("challenger of %s not loaded: %s: %s", name, type(err).__name__, err)
+                continue
+            if problem:
+                self._challenger_error[name] = f"refused: {problem}"
+                continue
+            self._challengers = {**self._challengers, name: fresh}
+            self._challenger_error.pop(name, None)
+            log.info("challenger of %s is version %s", name, fresh.version)
+            changed.append(name)
+        return changed
+
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
             self.refresh()
+            if self.follow_challengers:
+                self.refresh_challengers()
 
     def start(self) -> None:
         """Start the background refresh (no-op when ``refresh_seconds`` <= 0)."""
@@ -227,6 +294,10 @@ class Champions:
                 "loaded_at": self._loaded_at.get(name),
                 "refresh_error": self._last_error.get(name),
             }
+            if self.follow_challengers:
+                challenger = self._challengers.get(name)
+                out[name]["challenger_version"] = challenger.version if challenger else None
+                out[name]["challenger_error"] = self._challenger_error.get(name)
         return out
 
 

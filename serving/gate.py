@@ -15,6 +15,10 @@ Any 4xx is one INFO log line (route, status, code, key id; never the key, never 
 A response BentoML itself produces for an error (its own wording, possibly a library's) is
 rewritten into the API's shape, its text going to the server log only. ``/metrics`` is
 answered here, by route template (:mod:`serving.metrics`).
+
+Every request gets an id: the client's ``X-Request-Id`` when it is a short token, else a new
+one. It is answered in ``X-Request-Id`` and, with the caller's key id, held in context variables
+(:data:`REQUEST_ID`, :data:`CALLER`) for what the request does downstream (the score log).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import asyncio
 import html
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +54,19 @@ DOCS_PATHS = frozenset({"/docs.json", "/schema.json"})
 INDEX_PATH = "/"
 METRICS_PATH = "/metrics"
 KEY_HINT = "a key from CRM_INTEL_API_KEYS or CRM_INTEL_API_KEYS_FILE"
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+CALLER: ContextVar[str] = ContextVar("caller", default="")  # the API key's id
+_GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-Id`` when it is a token of at most 64 safe characters, else a
+    new random id."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id" and _GIVEN_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,7 @@ class Gate:
             await self._problem(scope, send, 401, unauthorized(given), headers=[CHALLENGE])
         assert key is not None
         scope.setdefault("state", {})["api_key"] = key
+        CALLER.set(key.key_id)
         if path == METRICS_PATH and self.metrics is not None:
             needed, route = "metrics", None
         elif path in self.routes:
@@ -412,11 +433,14 @@ class Gate:
             return
         start = time.perf_counter()
         status = 0
+        rid = request_id(scope.get("headers", []))
+        REQUEST_ID.set(rid)
 
         async def counted(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:

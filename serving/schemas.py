@@ -214,6 +214,21 @@ class _Scored(BaseModel):
         "snapshot, described as it was created.",
     )
     features_source: Literal["online", "online+request", "request"] | None = None
+    trend: Literal["improving", "declining", "steady"] | None = Field(
+        None,
+        description="The score now against the first one given in the last 30 days (a "
+        "setting): improving or declining by 5 points or more (a setting), else steady; none "
+        "without an earlier score. For churn risk, improving means the risk fell.",
+    )
+    trend_change: int | None = Field(
+        None, description="Score now minus the first score in the trend window, in points."
+    )
+    arm: Literal["champion", "challenger"] | None = Field(
+        None,
+        description="Which model answered: the champion, or the challenger for the share of "
+        "ids in a canary release (sticky by id).",
+    )
+    model_version: str | None = Field(None, description="The version that gave this score.")
     crm_fields: dict[str, CrmValue] = Field(
         default_factory=dict,
         description="CRM field → value; emptied (null score) with the reason for closed and "
@@ -339,6 +354,21 @@ class ModelInfo(BaseModel):
     refused_version: str | None = Field(
         None, description="A champion version refused (trained for another feature service)."
     )
+    challenger_version: str | None = Field(
+        None, description="The challenger in a shadow or canary release, if one is loaded."
+    )
+    challenger_error: str | None = Field(
+        None, description="Why the challenger alias's version is not used."
+    )
+
+
+class ScoreLogInfo(BaseModel):
+    """This server process's score log writer."""
+
+    written: int = Field(description="Rows appended to the log.")
+    dropped: int = Field(description="Rows not logged because the writer's queue was full.")
+    failed: int = Field(description="Rows the database refused (after a retry).")
+    queued: int = Field(description="Rows waiting to be written.")
 
 
 class ModelInfoResponse(BaseModel):
@@ -346,6 +376,11 @@ class ModelInfoResponse(BaseModel):
     online_store: str
     online_store_ready: bool
     crm_field_names: dict[str, str]
+    release_mode: Literal["off", "shadow", "canary"] = "off"
+    canary_fraction: float | None = None
+    score_log: ScoreLogInfo | None = Field(
+        None, description="The score log writer's counters (none when logging is off)."
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -20,6 +20,8 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import bentoml
@@ -28,11 +30,11 @@ from starlette.responses import JSONResponse, Response
 
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
-from serving import http_protocol
+from serving import http_protocol, release
 from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
 from serving.auth import KeyChecker, configured_keys
 from serving.champions import Champions
-from serving.gate import Gate, KeyFirst, Limits, Route
+from serving.gate import REQUEST_ID, Gate, KeyFirst, Limits, Route
 from serving.metrics import process_metrics
 from serving.online import OnlineFeatures, OnlineStoreUnavailable
 from serving.runtime import SERVICE_NAME
@@ -45,8 +47,10 @@ from serving.schemas import (
     ScoreLeadsRequest,
     ScoreLeadsResponse,
 )
+from serving.score_log import ScoreLogWriter, open_log, rows_from_results
 from serving.scoring import MODEL_ENTITIES, score_items
 from serving.status import STATUSES, api_error
+from serving.trend import TrendReferences, add_trends
 from training.attribution.errors import AttributionError
 
 log = logging.getLogger("crm_intel.serving")
@@ -155,7 +159,17 @@ class CRMIntel:
             self.settings.tracking_uri(),
             self.settings.model_refresh_seconds,
             feature_services=FEATURE_SERVICES,
+            challengers=self.settings.release_mode != "off",
         )
+        self.score_log: ScoreLogWriter | None = None
+        if self.settings.score_log:
+            try:
+                engine = open_log(self.settings.score_log_url())
+                self.score_log = ScoreLogWriter(engine, self.settings.score_log_queue_rows)
+                self._trend_references = TrendReferences(engine, self.settings.trend_days)
+            except Exception as err:  # scores are still answered; the log says why not kept
+                log.error("score log unavailable, scores are not logged: %s", err)
+        self._background: set[asyncio.Future[Any]] = set()
         self.online = OnlineFeatures(self.settings)
         problem = self.online.check()
         if problem:
@@ -173,6 +187,8 @@ class CRMIntel:
     def _shutdown(self) -> None:
         self.champions.stop()
         self.online.close()
+        if self.score_log is not None:
+            self.score_log.close()
 
     def _store_problem(self) -> OnlineStoreUnavailable | None:
         with self._ready_lock:
@@ -211,22 +227,54 @@ class CRMIntel:
                 self._ready = (time.monotonic(), err)
             return _unavailable(err)
 
-        def results_and_counts() -> tuple[list[dict[str, Any]], dict[str, int]]:
-            results = score_items(
+        challenger = (
+            self.champions.challenger(model_name) if self.settings.release_mode != "off" else None
+        )
+        answered_by = release.arms(
+            model_name,
+            ids,
+            self.settings.release_mode,
+            self.settings.canary_fraction,
+            challenger is not None,
+        )
+        request_id = REQUEST_ID.get() or "-"
+        scored_at = datetime.now(UTC)
+
+        def scored_by(model: Any, chosen: Sequence[int]) -> list[dict[str, Any]]:
+            every = len(chosen) == len(ids)
+            return score_items(
                 model_name,
-                champion.model,
-                records,
-                overrides,
+                model,
+                records if every else [records[i] for i in chosen],
+                overrides if every else [overrides[i] for i in chosen],
                 top,
                 self.settings.crm_field_names,
                 ttl=ttl,
                 allow_stale=allow_stale,
-                fields=fields,
+                fields=fields if every else [fields[i] for i in chosen],
             )
+
+        def results_and_counts() -> tuple[list[dict[str, Any]], dict[str, int]]:
+            results: list[dict[str, Any]] = [{} for _ in ids]
+            for arm, model in (
+                (release.CHAMPION_ARM, champion),
+                (release.CHALLENGER_ARM, challenger),
+            ):
+                chosen = [i for i, a in enumerate(answered_by) if a == arm]
+                if not chosen or model is None:
+                    continue
+                for i, r in zip(chosen, scored_by(model.model, chosen), strict=True):
+                    if r["status"] == "scored":
+                        r["arm"], r["model_version"] = arm, model.version
+                    results[i] = r
+            self._trend_and_log(model_name, results, request_id, scored_at)
             counts = dict.fromkeys(STATUSES, 0)
             for r in results:
                 counts[r["status"]] += 1
             return results, counts
+
+        if challenger is not None and self.settings.release_mode == "shadow":
+            self._shadow(model_name, challenger, scored_by, len(ids), request_id, scored_at)
 
         if inline:
             results, counts = results_and_counts()
@@ -249,6 +297,85 @@ class CRMIntel:
             return json.dumps(head).encode()[:-1] + b', "results": [' + b",".join(parts) + b"]}"
 
         return Response(await asyncio.to_thread(encoded), media_type="application/json")
+
+    def _trend_and_log(
+        self,
+        model_name: str,
+        results: list[dict[str, Any]],
+        request_id: str,
+        scored_at: datetime,
+    ) -> None:
+        """Each scored result's trend from the log, then its row queued for the log."""
+        if self.score_log is None:
+            return
+        entity, key = MODEL_ENTITIES[model_name]
+        scored = {str(r[key]): int(r["score"]) for r in results if r["status"] == "scored"}
+        if scored:
+            try:
+                found = self._trend_references.trends(
+                    entity, scored, scored_at, self.settings.trend_points
+                )
+            except Exception as err:  # no trend this time; the score itself is unaffected
+                log.warning("score trend unavailable: %s", err)
+                found = {}
+            add_trends(results, found, entity, key, self.settings.crm_field_names)
+        for arm in (release.CHAMPION_ARM, release.CHALLENGER_ARM):
+            mine = [r for r in results if r.get("arm") == arm]
+            if mine:
+                self.score_log.put(
+                    rows_from_results(
+                        mine,
+                        entity=entity,
+                        key=key,
+                        model=model_name,
+                        model_version=mine[0]["model_version"],
+                        feature_service=FEATURE_SERVICES.get(model_name),
+                        arm=arm,
+                        source="api",
+                        request_id=request_id,
+                        scored_at=scored_at,
+                    )
+                )
+
+    def _shadow(
+        self,
+        model_name: str,
+        challenger: Any,
+        scored_by: Any,
+        n: int,
+        request_id: str,
+        scored_at: datetime,
+    ) -> None:
+        """Score the same items with the challenger after the answer, for the log only."""
+        if self.score_log is None:
+            return
+        writer = self.score_log
+        entity, key = MODEL_ENTITIES[model_name]
+
+        def shadow() -> None:
+            try:
+                results = scored_by(challenger.model, range(n))
+            except Exception as err:  # a shadow never affects what callers get
+                log.warning("shadow scoring with %s failed: %s", challenger.version, err)
+                return
+            writer.put(
+                rows_from_results(
+                    results,
+                    entity=entity,
+                    key=key,
+                    model=model_name,
+                    model_version=challenger.version,
+                    feature_service=FEATURE_SERVICES.get(model_name),
+                    arm=release.SHADOW_ARM,
+                    source="api",
+                    request_id=request_id,
+                    scored_at=scored_at,
+                )
+            )
+
+        task = asyncio.get_running_loop().run_in_executor(None, shadow)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # Scoring is async on purpose: a small request is ~1 ms of CPU, and running it on the event
     # loop avoids handing the GIL back and forth with a worker thread, which under concurrency
@@ -331,6 +458,11 @@ class CRMIntel:
             "online_store": problem.public if problem else "ready",
             "online_store_ready": problem is None,
             "crm_field_names": self.settings.crm_field_names,
+            "release_mode": self.settings.release_mode,
+            "canary_fraction": (
+                self.settings.canary_fraction if self.settings.release_mode == "canary" else None
+            ),
+            "score_log": None if self.score_log is None else self.score_log.counters(),
         }
 
 

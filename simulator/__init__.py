@@ -4,7 +4,17 @@ Imports only :mod:`crm`.
 """
 
 from simulator.config import SimulationConfig, SimulationResult
+from simulator.drift import ChannelVolumeDrift, Drift, SegmentConversionDrift, parse_drift
 from simulator.run import simulate
 from simulator.tables import write_simulation
 
-__all__ = ["SimulationConfig", "SimulationResult", "simulate", "write_simulation"]
+__all__ = [
+    "ChannelVolumeDrift",
+    "Drift",
+    "SegmentConversionDrift",
+    "SimulationConfig",
+    "SimulationResult",
+    "parse_drift",
+    "simulate",
+    "write_simulation",
+]

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     from simulator.conversion import LeadProcess
+    from simulator.drift import Drift
 
 DAY_NS = 86_400_000_000_000
 WEEK_NS = 7 * DAY_NS
@@ -51,6 +52,9 @@ class SimulationConfig:
     window_days: int = 90
     customer_share: float = 0.3
     content_items: int = field(default=sum(CONTENT_COUNTS.values()))
+    # changes planted from a month on (simulator.drift); none by default, and then the same seed
+    # gives the same bytes as before drift existed
+    drift: tuple[Drift, ...] = ()
 
     def __post_init__(self) -> None:
         if self.accounts < 10:
@@ -61,6 +65,11 @@ class SimulationConfig:
             raise ValueError(f"months must be between 3 and 120, got {self.months}")
         if pd.Timestamp(self.start).dayofweek != 0:
             raise ValueError(f"start must be a Monday, got {self.start}")
+        if self.drift:
+            # imported here: drift names industries from simulator.accounts, which imports this
+            from simulator.drift import check_drift
+
+            object.__setattr__(self, "drift", check_drift(self.drift, self.months))
 
     @property
     def weeks(self) -> int:
@@ -80,6 +89,7 @@ class SimulationResult:
     truth: dict[str, pd.DataFrame]
     summary: dict[str, Any]
     lead_process: LeadProcess | None = None  # the conversion process, for counterfactual queries
+    drift: dict[str, Any] | None = None  # what the planted drift did (truth/drift.json), if any
 
 
 Progress = Callable[[str], None]

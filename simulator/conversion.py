@@ -53,9 +53,32 @@ def _intent(effect_sum: np.ndarray) -> np.ndarray:
 class LeadProcess:
     """The lead conversion process: hazards, clocks, counterfactuals and exact truth."""
 
-    def __init__(self, cfg: SimulationConfig, cal: Calendar, leads: dict, touches: dict):
+    def __init__(
+        self,
+        cfg: SimulationConfig,
+        cal: Calendar,
+        leads: dict,
+        touches: dict,
+        fit_shift: np.ndarray | None = None,
+        channel_rate_change: dict[int, np.ndarray] | None = None,
+    ):
+        """The process of ``leads`` given their ``touches``.
+
+        Args:
+            cfg: sizes and seed.
+            cal: the calendar.
+            leads: from :func:`simulator.leads.draw_leads`.
+            touches: every touch drawn, from :func:`simulator.touches.draw_touches` (with drift
+                applied, :func:`simulator.drift.plant_drift`).
+            fit_shift: added to each lead's fit ``eta`` in its hazard (conversion drift); the
+                fit as drawn when None.
+            channel_rate_change: channel → relative change of its touch rate in each calendar
+                week (volume drift), which the truth integrates over future touches.
+        """
         self.cfg, self.cal, self.leads, self.touches = cfg, cal, leads, touches
         self.life = cfg.lead_lifetime_weeks
+        self.log_fit = leads["eta"] if fit_shift is None else leads["eta"] + fit_shift
+        self.channel_rate_change = channel_rate_change or {}
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 99]))
         self.clock = rng.exponential(1.0, leads["n"])
         self._effect_sum: np.ndarray | None = None
@@ -83,7 +106,7 @@ class LeadProcess:
         created = self.leads["created_week"][rows]
         ages = np.arange(1, self.life + 1)
         week = created[:, None] + ages[None, :]
-        hazard = np.exp(self.leads["eta"][rows][:, None] + self.cal.season[week]) * (
+        hazard = np.exp(self.log_fit[rows][:, None] + self.cal.season[week]) * (
             BASE_INTENT + _intent(effect_sum)[:, 1:]
         )
         hazard[week >= self.cal.weeks] = 0.0
@@ -156,10 +179,13 @@ class LeadProcess:
         self.conversions = int(converted.sum())
         return removal_tables(ch_rows, ct_rows, self.touch_attributed, self.touch_attributed_value)
 
-    def _future_tables(self, content: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _future_tables(
+        self, content: dict, channel: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """1 - E[exp(-e x)] over one future touch's effect, per (source, interest, stage, epoch).
 
-        Tabulated on the grid ``2**e * (1 + j/16)``, so a lookup reads the float's bits.
+        Tabulated on the grid ``2**e * (1 + j/16)``, so a lookup reads the float's bits. With
+        ``channel``, only that channel's touches count (each weighted by P(channel | source)).
         """
         grid = np.ldexp(
             1.0 + (np.arange(GRID_LEN) % 16) / 16, GRID_EXP_MIN + np.arange(GRID_LEN) // 16
@@ -172,6 +198,8 @@ class LeadProcess:
             for ep in range(n_ep):
                 effects, weights = [], []  # atoms: effect and P(atom | source, interest)
                 for c in range(len(CHANNELS)):
+                    if channel is not None and c != channel:
+                        continue
                     for t, type_name in enumerate(INTERACTION_TYPES):
                         p_t = p_ty[c, :, t]
                         if not p_t.any():
@@ -246,16 +274,24 @@ class LeadProcess:
         tail_frac = (cfg.window_days - 7 * horizon) / 7
         n_ep = content["n_epochs"]
         cal_t = self._calendar_tables(n_ep, horizon)
+        # volume drift: a channel's future touches at (1 + change) times its rate, week by week
+        changed = [
+            (change, self._future_tables(content, c)[1].ravel())
+            for c, change in self.channel_rate_change.items()
+        ]
+        future_week = np.arange(horizon)
 
         out = np.empty(len(lead_idx))
         for lo in range(0, len(lead_idx), chunk):
             i = lead_idx[lo : lo + chunk].astype(np.int64)
             a = a_idx[lo : lo + chunk].astype(np.int64)
             wa = (leads["created_week"][i] + a) * (life + 1) + a
-            eta = np.exp(leads["eta"][i])
+            eta = np.exp(self.log_fit[i])
             cur = intent[i, a]
             base = (leads["source"][i] * 3 + leads["interest"][i]) * 3 * n_ep
             rho = leads["rate"][i][:, None] * cal_t["arrival"][wa]
+            if changed:  # the calendar week of each future week of the window
+                weeks = (leads["created_week"][i] + a)[:, None] + future_week[None, :]
             group = (base[:, None] + cal_t["group"][wa]) * GRID_LEN
             log_surv = []
             for last in (horizon - 1, horizon):
@@ -264,6 +300,8 @@ class LeadProcess:
                 )
                 x = eta[:, None] * cal_t[f"k_{last}"][wa]
                 future = (rho * _lookup(flat, group, x)).sum(axis=1)
+                for change, flat_c in changed:
+                    future += (rho * change[weeks] * _lookup(flat_c, group, x)).sum(axis=1)
                 log_surv.append(-known - future)
             s_whole, s_tail = np.exp(log_surv[0]), np.exp(log_surv[1])
             out[lo : lo + chunk] = (1 - s_whole) + tail_frac * (s_whole - s_tail)

@@ -36,6 +36,10 @@ Everything is vectorised numpy; the same seed gives the same bytes.
 (:mod:`simulator.touches`), conversion and its truth (:mod:`simulator.conversion`,
 :mod:`simulator.attribution_truth`), then opportunities, subscriptions, churn, usage and tickets
 (:mod:`simulator.churn`); :mod:`simulator.tables` turns the result into the contract tables.
+
+**Drift** (opt-in, ``cfg.drift``, :mod:`simulator.drift`) changes a channel's touch volume or a
+segment's conversion hazard from a given month; it is planted between the touches and conversion,
+from its own random streams, and :mod:`simulator.drift_truth` measures what it did.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ from simulator.config import (
     take,
 )
 from simulator.conversion import LeadProcess
+from simulator.drift import plant_drift
+from simulator.drift_truth import drift_truth
 from simulator.leads import draw_leads
 from simulator.tables import contract_tables, summarize
 from simulator.touches import draw_campaigns, draw_content, draw_touches
@@ -99,8 +105,19 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     leads = draw_leads(cfg, cal, acc, rng[3])
     progress("touches")
     touches = draw_touches(cfg, cal, leads, content, rng[4])
+    # drift is opt-in and draws from its own streams: without it, not one draw changes
+    planted = plant_drift(cfg, cal, acc, leads, content, touches) if cfg.drift else None
+    if planted is not None:
+        touches = planted.touches
     progress("conversions")
-    conv = LeadProcess(cfg, cal, leads, touches)
+    conv = LeadProcess(
+        cfg,
+        cal,
+        leads,
+        touches,
+        fit_shift=planted.fit_shift if planted else None,
+        channel_rate_change=planted.channel_rate_change if planted else None,
+    )
     converted_age = conv.conversion_age(conv.effect_sum)
     leads["converted_age"] = converted_age
     u_day = rng[5].random(cfg.leads)
@@ -165,4 +182,9 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     }
     del lead_truth
     summary = summarize(cfg, tables, truth, attribution, conv)
-    return SimulationResult(cfg, tables, truth, summary, conv)
+    drift = (
+        drift_truth(cfg, cal, acc, leads, planted, tables["interactions"])
+        if planted is not None
+        else None
+    )
+    return SimulationResult(cfg, tables, truth, summary, conv, drift)

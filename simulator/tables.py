@@ -364,8 +364,13 @@ def summarize(
         subs["cancelled_at"].fillna(end)
         - subs["start"].clip(lower=pd.Timestamp(cfg.start, tz="UTC"))
     ).dt.days.clip(lower=0).sum() / 365.0
+    config = asdict(cfg)
+    # drift as its command-line form; left out when there is none, so the bytes stay as before
+    drift = config.pop("drift")
+    if drift:
+        config["drift"] = [str(d) for d in cfg.drift]
     return {
-        "config": asdict(cfg),
+        "config": config,
         "end": end.isoformat(),
         "rows": {name: int(len(frame)) for name, frame in tables.items()},
         "lead_conversion_rate": float(leads["converted_at"].notna().mean()),
@@ -384,7 +389,10 @@ def summarize(
 
 
 def write_simulation(result: SimulationResult, data_dir: Path) -> dict[str, Path]:
-    """Write raw tables to ``<data_dir>/raw`` and truth to ``<data_dir>/truth``, atomically."""
+    """Write raw tables to ``<data_dir>/raw`` and truth to ``<data_dir>/truth``, atomically.
+
+    The truth holds ``drift.json`` (:mod:`simulator.drift_truth`) only when drift was planted.
+    """
     data_dir = Path(data_dir)
     raw_dir, truth_dir = data_dir / "raw", data_dir / "truth"
     with atomic_dir(raw_dir) as raw_tmp, atomic_dir(truth_dir) as truth_tmp:
@@ -395,4 +403,8 @@ def write_simulation(result: SimulationResult, data_dir: Path) -> dict[str, Path
         (truth_tmp / "summary.json").write_text(
             json.dumps(result.summary, indent=2, sort_keys=True, default=str)
         )
+        if result.drift is not None:
+            (truth_tmp / "drift.json").write_text(
+                json.dumps(result.drift, indent=2, sort_keys=True, default=str)
+            )
     return {"raw": raw_dir, "truth": truth_dir}

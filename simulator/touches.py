@@ -241,6 +241,23 @@ def content_choice(content: dict, type_name: str, epoch: int) -> tuple[float, np
     return p_content, weights
 
 
+def touch_rates(cfg: SimulationConfig, cal: Calendar, leads: dict) -> np.ndarray:
+    """Expected touches of each lead (rows) in each week of its age (columns), all channels.
+
+    The first week counts only from the lead's creation; weeks past the period have none.
+    """
+    age = np.arange(cfg.lead_lifetime_weeks)
+    week = leads["created_week"][:, None] + age[None, :]
+    rho = (
+        leads["rate"][:, None]
+        * arrival_shape(age)[None, :]
+        * cal.touch_season[np.minimum(week, cal.total - 1)]
+    )
+    rho[:, 0] *= (7 - leads["created_offset"]) / 7
+    rho[week >= cal.weeks] = 0.0
+    return rho
+
+
 def draw_touches(
     cfg: SimulationConfig, cal: Calendar, leads: dict, content: dict, rng: np.random.Generator
 ) -> dict:
@@ -251,16 +268,7 @@ def draw_touches(
     touches before a conversion.
     """
     n, life = leads["n"], cfg.lead_lifetime_weeks
-    age = np.arange(life)
-    week = leads["created_week"][:, None] + age[None, :]
-    rho = (
-        leads["rate"][:, None]
-        * arrival_shape(age)[None, :]
-        * cal.touch_season[np.minimum(week, cal.total - 1)]
-    )
-    rho[:, 0] *= (7 - leads["created_offset"]) / 7
-    rho[week >= cal.weeks] = 0.0
-    counts = rng.poisson(rho)
+    counts = rng.poisson(touch_rates(cfg, cal, leads))
     cell = np.repeat(np.arange(n * life, dtype=np.int64), counts.ravel())
     lead = (cell // life).astype(np.int64)
     t_age = (cell % life).astype(np.int64)
@@ -274,12 +282,31 @@ def draw_touches(
     )
     occurred_ns = cal.week_start(t_week) + (offset * DAY_NS).astype(np.int64)
     channel = categorical(rng, cumulative(channel_matrix()), leads["source"][lead])
+    return describe_touches(cal, leads, content, lead, t_age, occurred_ns, channel, rng)
+
+
+def describe_touches(
+    cal: Calendar,
+    leads: dict,
+    content: dict,
+    lead: np.ndarray,
+    t_age: np.ndarray,
+    occurred_ns: np.ndarray,
+    channel: np.ndarray,
+    rng: np.random.Generator,
+) -> dict:
+    """Touches of known lead, age, time and channel, completed: type, content, effect, campaign.
+
+    Type depends on channel and the lead's interest, content on type, what is published, and
+    popularity; the draws come from ``rng`` in a fixed order.
+    """
+    t_week = leads["created_week"][lead] + t_age
     type_cum = cumulative(type_matrix()).reshape(len(CHANNELS) * 3, -1)
     ttype = categorical(rng, type_cum, channel.astype(np.int64) * 3 + leads["interest"][lead])
     epoch = np.minimum(t_week // EPOCH_WEEKS, content["n_epochs"] - 1)
-    item = np.full(len(cell), -1, dtype=np.int64)
-    u_has = rng.random(len(cell))
-    u_item = rng.random(len(cell))
+    item = np.full(len(lead), -1, dtype=np.int64)
+    u_has = rng.random(len(lead))
+    u_item = rng.random(len(lead))
     for type_name in CONTENT_CLASS:
         for e in range(content["n_epochs"]):
             sel = np.flatnonzero((ttype == TY[type_name]) & (epoch == e))
@@ -300,7 +327,7 @@ def draw_touches(
     paid = np.array([CHANNELS[c] in PAID_CHANNELS for c in range(len(CHANNELS))])
     paid_index = np.array([PAID_CHANNELS.index(c) if c in PAID_CHANNELS else -1 for c in CHANNELS])
     quarter = t_week // EPOCH_WEEKS
-    has_campaign = paid[channel] & (rng.random(len(cell)) < 0.9)
+    has_campaign = paid[channel] & (rng.random(len(lead)) < 0.9)
     campaign = np.where(
         has_campaign, paid_index[channel] * (-(-cal.weeks // EPOCH_WEEKS)) + quarter, -1
     )

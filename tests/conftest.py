@@ -8,6 +8,9 @@ import pytest
 
 from simulator import SimulationConfig, SimulationResult, simulate, write_simulation
 
+# a throwaway PostgreSQL server on loopback for the tests that need one (tests/postgres_server.py)
+pytest_plugins = ["postgres_server"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 

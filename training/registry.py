@@ -80,9 +80,11 @@ def tracking_to(tracking_uri: str) -> Iterator[MlflowClient]:
     try:
         yield client
     finally:
-        # MLflow's hints say str, but None is how its implementation unsets a URI
-        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
-        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        # The global is unset, not set to the environment's value of before: a URI set here
+        # would outrank the environment for good (later blocks, tests that change it). MLflow's
+        # hints say str, but None is how its implementation unsets a URI.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -109,6 +111,11 @@ def _version_or_none(client: MlflowClient, name: str, alias: str) -> ModelVersio
 def champion_version(tracking_uri: str, name: str) -> ModelVersion | None:
     """The current champion's model version, if there is one."""
     return _version_or_none(client_for(tracking_uri), name, CHAMPION)
+
+
+def challenger_version(tracking_uri: str, name: str) -> ModelVersion | None:
+    """The version holding ``challenger`` (the newest trained, not yet promoted), if any."""
+    return _version_or_none(client_for(tracking_uri), name, CHALLENGER)
 
 
 def _history(client: MlflowClient, name: str) -> list[str]:

@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,18 +35,66 @@ TopOption = Annotated[
 ]
 
 
-def _score(model: str, out: Path, data_dir: Path | None, top: int | None, json_: bool) -> None:
+AsOfOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--as-of",
+        help="Score as of a past date: the features and lifecycle of that day (a back-fill of "
+        "the score log), logged with that date.",
+        formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+        show_default=False,
+    ),
+]
+VersionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-version",
+        help="Score with this registered version instead of the champion (e.g. the version "
+        "that was serving on the --as-of date).",
+        show_default=False,
+    ),
+]
+
+
+def _score(
+    model: str,
+    out: Path,
+    data_dir: Path | None,
+    top: int | None,
+    json_: bool,
+    as_of: datetime | None = None,
+    version: str | None = None,
+) -> None:
+    from mlflow.exceptions import MlflowException
+
     from features.store import FeatureStoreNotReadyError
-    from serving.batch import UnsupportedOutput, score_batch, write_scores
+    from serving.batch import UnsupportedOutput, score_batch, trend_and_log, write_scores
     from serving.online import OnlineStoreUnavailable
-    from training.registry import NoChampion
+    from training.registry import NoChampion, load_version
 
     settings = settings_for(data_dir)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise fail(f"--out {out}: use a .parquet or .csv file")
     started = time.perf_counter()
+    when = as_of.replace(tzinfo=UTC) if as_of is not None else datetime.now(UTC)
+    logged = 0
     try:
-        frame, champion = score_batch(settings, model, top=top)
+        champion = None
+        if version is not None:
+            try:
+                champion = load_version(settings.tracking_uri(), model, version)
+            except MlflowException:
+                raise fail(
+                    f"--model-version {version}: {model} has no such version "
+                    "(`crm-intel models list` shows them)"
+                ) from None
+        frame, champion = score_batch(
+            settings, model, top=top, champion=champion, as_of=None if as_of is None else when
+        )
+        if settings.score_log:
+            logged = trend_and_log(
+                settings, frame, model, champion, when, f"batch-{when:%Y%m%dT%H%M%S}"
+            )
         write_scores(frame, out)
     except (
         NoChampion,
@@ -58,9 +107,10 @@ def _score(model: str, out: Path, data_dir: Path | None, top: int | None, json_:
     seconds = time.perf_counter() - started
     statuses = frame["status"].value_counts().to_dict() if len(frame) else {}
     said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
+    dated = f" as of {when:%Y-%m-%d}" if as_of is not None else ""
     console.print(
-        f"{len(frame):,} rows ({said or 'none'}) with {model} v{champion.version} → {out} "
-        f"({seconds:.1f}s)"
+        f"{len(frame):,} rows ({said or 'none'}) with {model} v{champion.version}{dated} → {out} "
+        f"({seconds:.1f}s; {logged:,} logged)"
     )
     if json_:
         band = "risk_band" if "risk_band" in frame.columns else "grade"
@@ -74,6 +124,8 @@ def _score(model: str, out: Path, data_dir: Path | None, top: int | None, json_:
                 "statuses": statuses,
                 "out": str(out),
                 "seconds": round(seconds, 3),
+                "logged": logged,
+                "as_of": None if as_of is None else when.isoformat(),
                 ("risk_bands" if band == "risk_band" else "grades"): bands,
             }
         )
@@ -85,9 +137,11 @@ def leads(
     data_dir: DataDirOption = None,
     top_reasons: TopOption = None,
     json_: JsonOption = False,
+    as_of: AsOfOption = None,
+    model_version: VersionOption = None,
 ) -> None:
     """Score every lead in the online store with the lead_conversion champion."""
-    _score("lead_conversion", out, data_dir, top_reasons, json_)
+    _score("lead_conversion", out, data_dir, top_reasons, json_, as_of, model_version)
 
 
 @app.command()
@@ -96,9 +150,11 @@ def accounts(
     data_dir: DataDirOption = None,
     top_reasons: TopOption = None,
     json_: JsonOption = False,
+    as_of: AsOfOption = None,
+    model_version: VersionOption = None,
 ) -> None:
     """Score every account in the online store with the churn_risk champion."""
-    _score("churn_risk", out, data_dir, top_reasons, json_)
+    _score("churn_risk", out, data_dir, top_reasons, json_, as_of, model_version)
 
 
 @app.command()

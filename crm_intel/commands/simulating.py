@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,7 +20,20 @@ from crm_intel.commands.common import (
     settings_for,
 )
 
+if TYPE_CHECKING:
+    from simulator import SimulationConfig
+
 STEPS = 12
+DRIFT_HELP = (
+    "Plant a change from a month on, for monitoring to detect; repeat for several. "
+    "A channel's touch volume: 'channel=CHANNEL,volume=FACTOR,from_month=M' (e.g. "
+    "'channel=paid_search,volume=3,from_month=9' triples paid-search touches from 9 months after "
+    "the start; 0 stops the channel). A segment's conversion: "
+    "'segment=DIMENSION:VALUE,conversion=FACTOR,from_month=M', DIMENSION industry or "
+    "employee_band (e.g. 'segment=industry:software,conversion=0.5,from_month=9' halves the "
+    "conversion hazard of software leads created from month 9). What changed, and by how much, "
+    "goes to DATA_DIR/truth/drift.json. Without --drift the same seed gives the same bytes."
+)
 
 
 def simulate(
@@ -27,6 +41,9 @@ def simulate(
     accounts: Annotated[int, typer.Option(help="Number of accounts (companies).")] = 2_000,
     leads: Annotated[int, typer.Option(help="Number of leads (people).")] = 20_000,
     months: Annotated[int, typer.Option(help="Months of history.")] = 18,
+    drift: Annotated[
+        list[str] | None, typer.Option(help=DRIFT_HELP, metavar="SPEC", show_default=False)
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Data directory to write into (default: the data directory)."),
@@ -43,6 +60,8 @@ def simulate(
         config = SimulationConfig(seed=seed, accounts=accounts, leads=leads, months=months)
     except ValueError as err:
         raise fail(str(err)) from None
+    if drift:
+        config = _with_drift(config, drift)
     started = time.perf_counter()
     with progress("simulate", total=STEPS) as advance:
         result = run(config, progress=advance)
@@ -61,6 +80,8 @@ def simulate(
         f"{summary['annual_logo_churn']:.1%} · touches per lead "
         f"{summary['touches_per_lead']['mean']:.1f} · {seconds:.1f}s"
     )
+    for planted in (result.drift or {}).get("drifts", []):
+        console.print(f"drift {planted['spec']} from {planted['start'][:10]}: {_effect(planted)}")
     if json_:
         emit_json(
             {
@@ -68,5 +89,42 @@ def simulate(
                 "seconds": round(seconds, 3),
                 "raw_dir": str(paths["raw"]),
                 "truth_dir": str(paths["truth"]),
+                **({"drift_file": str(paths["truth"] / "drift.json")} if result.drift else {}),
             }
         )
+
+
+def _effect(planted: dict[str, Any]) -> str:
+    """One line of a planted drift's measured effect, from its ``drift.json`` entry."""
+    effect = planted["effect"]
+    if planted["kind"] == "channel_volume":
+        return (
+            f"{planted['channel']} touches per month {effect['touches_per_month_before']:,.0f} "
+            f"before, {effect['touches_per_month_after']:,.0f} after"
+        )
+    rates = [
+        effect[key]
+        for key in (
+            "conversion_rate_before",
+            "conversion_rate_after",
+            "conversion_rate_after_without_drift",
+        )
+    ]
+    before, after, without = ("n/a" if r is None else f"{r:.1%}" for r in rates)
+    return f"segment conversion {before} before, {after} after ({without} without the drift)"
+
+
+def _with_drift(config: SimulationConfig, specs: list[str]) -> SimulationConfig:
+    """``config`` with the ``--drift`` specs; anything wrong is a BadParameter of ``--drift``."""
+    from simulator import parse_drift
+
+    drifts = []
+    for spec in specs:
+        try:
+            drifts.append(parse_drift(spec))
+        except ValueError as err:
+            raise typer.BadParameter(f"{spec!r}: {err}", param_hint="'--drift'") from None
+    try:
+        return replace(config, drift=tuple(drifts))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="'--drift'") from None

@@ -417,6 +417,9 @@ def models_promote(
         )
     except MlflowException as err:
         raise fail(f"cannot promote {model} v{version}: {err.message}") from None
+    from crm_intel.commands.privacy import record_cli_event
+
+    record_cli_event(settings_for(data_dir), "promote", f"{out['model']} v{out['champion']}", out)
     console.print(
         f"{out['model']}: champion is now v{out['champion']} "
         f"(was {out['previous_champion'] or 'none'})"
@@ -440,6 +443,9 @@ def models_rollback(
         out = rollback(settings_for(data_dir).tracking_uri(), _model_name(model))
     except (NoChampion, MlflowException) as err:
         raise fail(str(err)) from None
+    from crm_intel.commands.privacy import record_cli_event
+
+    record_cli_event(settings_for(data_dir), "rollback", f"{out['model']} v{out['champion']}", out)
     console.print(f"{out['model']}: champion is now v{out['champion']} (v{out['demoted']} demoted)")
     if json_:
         emit_json(out)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy
 
 from crm.settings import Settings
 from crm_intel.demo import QUIET_ENV, Deployment, LiveServer
@@ -39,6 +40,8 @@ def server(
 ) -> Iterator[LiveServer]:
     log = tmp_path_factory.mktemp("live-server") / "bentoml.log"
     extra = {
+        # a score log of this server's own, to count what the load test logged
+        "CRM_INTEL_DATABASE_URL": f"sqlite:///{log.parent / 'scores.db'}",
         "CRM_INTEL_MODEL_REFRESH_SECONDS": "1",
         "CRM_INTEL_ONLINE_STORE_TIMEOUT_MS": "100",
         "CRM_INTEL_EXPOSE_DOCS": "1",  # for Schemathesis
@@ -202,6 +205,7 @@ def test_load_with_champion_swaps_has_no_errors_and_flat_memory(server, deployme
         for lead in ids[:200]:
             assert http.post("/score_leads", json={"lead_ids": [lead]}).status_code == 200
     rss_before = server.rss_bytes()
+    logged_before = _drained_log(server)
     # When 16 clients score for 60 s while the champion moves to the new version and back
     try:
         statuses, latencies, versions = asyncio.run(
@@ -217,16 +221,39 @@ def test_load_with_champion_swaps_has_no_errors_and_flat_memory(server, deployme
     finally:
         promote(uri, "lead_conversion", old.version, "load test: restore")
     rss_after = server.rss_bytes()
+    logged_after = _drained_log(server)
     # Then every request succeeded, both versions answered, memory stayed within 10 %
     assert set(statuses) == {200}, statuses
     assert {str(old.version), str(new.version)} <= versions
     assert rss_after <= 1.10 * rss_before, (rss_before, rss_after)
+    # and each answered score is one row of the score log, none dropped
+    assert logged_after["dropped"] == logged_before["dropped"] == 0, logged_after
+    assert logged_after["failed"] == 0, logged_after
+    assert logged_after["rows"] - logged_before["rows"] == statuses[200]
     lat = np.array(latencies) * 1000
     print(
         f"load: {len(lat)} requests, p50 {np.percentile(lat, 50):.1f} ms, "
         f"p99 {np.percentile(lat, 99):.1f} ms, rss {rss_before / 2**20:.0f}"
         f"→{rss_after / 2**20:.0f} MiB"
     )
+
+
+def _drained_log(server: LiveServer) -> dict[str, int]:
+    """The server's score log counters once its queue is empty, and the rows in its database."""
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            counters = http.get("/model_info").json()["score_log"]
+            if counters["queued"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    time.sleep(0.5)  # the last batch's transaction commits after it leaves the queue
+    url = server.env["CRM_INTEL_DATABASE_URL"]
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.text("SELECT count(*) FROM scores")).scalar_one()
+    engine.dispose()
+    return {**counters, "rows": int(rows)}
 
 
 def _status(http: httpx.Client, lead: str) -> int:
