@@ -182,6 +182,18 @@ class CrmSqliteOnlineStore(OnlineStore):
             finally:
                 conn.close()
 
+    @staticmethod
+    @contextmanager
+    def _orphans_removed(path: Path) -> Iterator[None]:
+        """Delete the new files of generations whose process was killed, then go on.
+
+        Called holding the current file's write lock: a live generation holds that lock from
+        before it creates its new file until the file is renamed over the store, so any new
+        file found now belongs to a process that died (with its SQLite side files)."""
+        for orphan in path.parent.glob(f".{path.name}.tmp-*"):
+            orphan.unlink(missing_ok=True)
+        yield
+
     @contextmanager
     def _new_generation(self, config: RepoConfig, copy: bool) -> Iterator[sqlite3.Connection]:
         """A connection, in a transaction, on a new file that replaces the store at the end.
@@ -189,10 +201,15 @@ class CrmSqliteOnlineStore(OnlineStore):
         With ``copy`` the new file starts as a copy of the current one (SQLite's backup API);
         otherwise empty, with the current file attached read-only as ``current``. On success
         it is committed, synced and renamed over the store while the current file's write lock
-        is held; on an exception it is deleted and the store is left as it was.
+        is held; on an exception it is deleted and the store is left as it was. A killed
+        process's new file is deleted by the next generation.
         """
         path = self.db_path(config)
-        with self._current_file_locked(config), atomic_file(path) as tmp:
+        with (
+            self._current_file_locked(config),
+            self._orphans_removed(path),
+            atomic_file(path) as tmp,
+        ):
             conn = sqlite3.connect(
                 f"{Path(tmp).absolute().as_uri()}?mode=rw",
                 uri=True,

@@ -266,6 +266,14 @@ def test_killed_generation_leaves_the_old_store_serving_and_unlocked(data: Setti
     with sqlite3.connect(path, timeout=0) as conn:
         conn.execute("BEGIN IMMEDIATE")
         conn.rollback()
+    # and the killed generation's new file, left behind, is deleted by the next generation
+    left = sorted(p.name for p in path.parent.glob(".online.db.tmp-*"))
+    assert left, "the killed generation left no new file: nothing was tested"
+    online = CrmSqliteOnlineStore()
+    with online.generation(feature_store(data).config):
+        pass
+    assert not list(path.parent.glob(".online.db.tmp-*"))
+    pd.testing.assert_frame_equal(online_features(feature_store(data), "lead", LEADS), before)
 
 
 def _lead_frame(settings: Settings, ids: list[str]) -> pd.DataFrame:
