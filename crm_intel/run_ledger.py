@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm.settings import Settings
+from serving.score_log import as_utc
 
 WHOLE_RUN = "run"  # the ledger's step name of a whole attempt
 
@@ -52,12 +53,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def finished_at(engine: Engine, kind: str, run_date: date) -> datetime | None:
     """When an attempt of ``kind`` for ``run_date`` finished, or None when none has."""
     query = sa.select(sa.func.max(runs.c.finished_at)).where(
@@ -67,7 +62,7 @@ def finished_at(engine: Engine, kind: str, run_date: date) -> datetime | None:
         runs.c.status == "done",
     )
     with engine.connect() as conn:
-        return _utc(conn.execute(query).scalar())
+        return as_utc(conn.execute(query).scalar())
 
 
 def ledger(engine: Engine, kind: str | None = None, run_date: date | None = None) -> pd.DataFrame:
@@ -158,6 +153,6 @@ def holder(engine: Engine) -> str:
     )
     said = (
         f"the {attempt['kind']} run for {attempt['run_date']} (process {attempt['pid']} on "
-        f"{attempt['host']}, started {_utc(attempt['started_at']):%Y-%m-%d %H:%M:%S} UTC"
+        f"{attempt['host']}, started {as_utc(attempt['started_at']):%Y-%m-%d %H:%M:%S} UTC"
     )
     return said + (f", now at step {step['step']})" if step is not None else ")")

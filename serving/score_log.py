@@ -158,7 +158,7 @@ def rows_from_results(
 ) -> list[LoggedScore]:
     """The log rows of scored results (API items or batch rows); unscored ones are skipped."""
     band = "grade" if entity == "lead" else "risk_band"
-    when = _utc(scored_at)
+    when = as_utc(scored_at)
     assert when is not None
     out = []
     for r in results:
@@ -175,7 +175,7 @@ def rows_from_results(
                 model=model,
                 model_version=str(model_version),
                 feature_service=feature_service,
-                feature_timestamp=_utc(stamp),
+                feature_timestamp=as_utc(stamp),
                 arm=arm,
                 probability=float(r["probability"]),
                 score=int(r["score"]),
@@ -186,7 +186,9 @@ def rows_from_results(
     return out
 
 
-def _utc(value: Any) -> datetime | None:
+def as_utc(value: Any) -> datetime | None:
+    """A datetime (or pandas timestamp) as aware UTC; naive ones are taken as UTC (how SQLite
+    gives them back); None for anything else."""
     if value is None:
         return None
     if hasattr(value, "to_pydatetime"):
@@ -333,7 +335,7 @@ def history(
         rows = [dict(r) for r in conn.execute(query).mappings()]
     for row in rows:
         for column in ("scored_at", "logged_at", "feature_timestamp"):
-            row[column] = _utc(row[column])
+            row[column] = as_utc(row[column])
         row["reasons"] = json.loads(row["reasons"])
     return rows
 
@@ -368,7 +370,7 @@ def first_scores_since(
             params = {"entity": entity, "entity_id": str(entity_id), "since": since, "until": until}
             row = conn.execute(_FIRST_SERVED, params).first()
             if row is not None:
-                at = _utc(row[0])
+                at = as_utc(row[0])
                 assert at is not None
                 out[str(entity_id)] = (at, int(row[1]))
     return out
