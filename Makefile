@@ -8,6 +8,8 @@ DATA_DIR ?= data
 MAVEN_DIR ?= ../shared/datasets/maven_crm
 PYTEST_ARGS ?=
 PORT ?= 3000
+FROM ?=
+FORMAT ?= contract
 
 .DEFAULT_GOAL := help
 
@@ -37,7 +39,16 @@ demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both 
 	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
 	@echo "Attribution report for marketers: $(DATA_DIR)/attribution/report.html"
 	@echo "Models and runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+	@echo "Notebooks: $(BIN)/jupyter lab notebooks/"
+	@# prints "starting…" at once, then the address and a curl example once /readyz answers
 	$(BIN)/crm-intel serve --data-dir $(DATA_DIR) --port $(PORT)
+
+quickstart: $(STAMP) ## Your CRM's export → a serving API: make quickstart FROM=DIR FORMAT=salesforce|hubspot|contract|maven
+	@if [ -z "$(FROM)" ]; then \
+		echo "give FROM=<folder of your CRM's export> and FORMAT=salesforce|hubspot|contract|maven"; \
+		exit 2; \
+	fi
+	$(BIN)/crm-intel quickstart --from $(FROM) --format $(FORMAT) --data-dir $(DATA_DIR) --port $(PORT)
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, model)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -88,6 +88,16 @@ class Column:
     future_ok: bool = False  # a scheduled date (renewal, campaign end) may lie in the future
 
 
+# The record's id in the CRM it was imported from, beside the contract's own id
+SOURCE_ID = Column(
+    "source_id",
+    "id",
+    nullable=True,
+    doc="the record's id in the CRM it was imported from (Salesforce Id, HubSpot Record ID);"
+    " outputs meant for that CRM are keyed by it",
+)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """One contract table: columns, primary key, foreign keys and the timestamp that orders it."""
@@ -114,6 +124,7 @@ TABLES: dict[str, TableSpec] = {
             "accounts",
             (
                 Column("account_id", "id"),
+                SOURCE_ID,
                 Column("name", "str"),
                 Column("industry", "str", nullable=True),
                 Column("employee_band", "category", nullable=True, allowed=EMPLOYEE_BANDS),
@@ -127,6 +138,7 @@ TABLES: dict[str, TableSpec] = {
             "leads",
             (
                 Column("lead_id", "id"),
+                SOURCE_ID,
                 Column("account_id", "id", nullable=True),
                 Column("source", "str"),
                 Column("created_at", "timestamp"),
@@ -155,6 +167,7 @@ TABLES: dict[str, TableSpec] = {
             "opportunities",
             (
                 Column("opportunity_id", "id"),
+                SOURCE_ID,
                 Column("account_id", "id"),
                 Column("lead_id", "id", nullable=True),
                 Column("stage", "category", allowed=OPPORTUNITY_STAGES),

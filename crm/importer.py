@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyarrow import ArrowException
 
 from crm.contract import (
     DTYPES,
@@ -33,7 +32,9 @@ from crm.contract import (
     Problem,
     validate_tables,
 )
-from crm.io import write_tables
+from crm.exports import map_export
+from crm.exports.common import import_mapped
+from crm.io import read_file, write_tables
 
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
 
@@ -107,38 +108,6 @@ class MavenExport:
     report: dict[str, int] = field(default_factory=dict)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Every value as text ("" when blank or absent), so the contract alone decides types.
-
-    The header is read as an ordinary row: with ``header=0`` pandas silently turns a first data
-    row with one field too many into an index, shifting every value by a column. Here any row
-    wider than the header is a parse error naming its line.
-    """
-    rows = pd.read_csv(
-        path, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig"
-    ).fillna("")
-    header = [str(name).strip() for name in rows.iloc[0]]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise ValueError(f"column(s) {', '.join(map(repr, repeated))} appear more than once")
-    frame = rows.iloc[1:].reset_index(drop=True)
-    frame.columns = header
-    return frame
-
-
-def _read_file(path: Path, table: str) -> pd.DataFrame:
-    """Read one CSV (every value as text) or Parquet file; unreadable → ContractError."""
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return _read_csv(path)
-    except (OSError, ValueError, ArrowException) as err:  # ValueError covers decode/parse errors
-        reason = str(err).strip() or type(err).__name__
-        raise ContractError(
-            [Problem(table, str(path), None, None, f"could not be read: {reason}")]
-        ) from err
-
-
 def load_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Read every contract table from ``<folder>/<table>.csv`` or ``<folder>/<table>.parquet``.
 
@@ -187,7 +156,7 @@ def load_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
             )
             continue
         try:
-            frames[name] = _read_file(found[0], name)
+            frames[name] = read_file(found[0], name)
         except ContractError as err:
             problems.extend(err.problems)
             continue
@@ -204,6 +173,14 @@ def _write_validated(
     now: pd.Timestamp | None,
 ) -> dict[str, int]:
     typed = validate_tables(frames, sources, now=now)
+    # an export with no source CRM ids is written as the simulator writes its tables: without
+    # the column, rather than with an empty one
+    typed = {
+        name: frame.drop(columns="source_id")
+        if "source_id" in frame and frame["source_id"].isna().all()
+        else frame
+        for name, frame in typed.items()
+    }
     write_tables(typed, Path(raw_dir))
     return {name: len(frame) for name, frame in typed.items()}
 
@@ -268,7 +245,7 @@ def _read_maven_file(folder: Path, file: str) -> pd.DataFrame:
         raise ContractError(
             [Problem(table, str(path), None, None, "file is missing from the Maven export")]
         )
-    frame = _read_file(path, table)
+    frame = read_file(path, table)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in MAVEN_COLUMNS[file] if c not in frame.columns]
     if missing:
@@ -544,3 +521,27 @@ def import_maven(folder: Path, raw_dir: Path, now: pd.Timestamp | None = None) -
     except ContractError as err:
         raise ContractError([_in_source_terms(p, export) for p in err.problems]) from None
     return {**counts, **export.report}
+
+
+def import_export(
+    folder: Path,
+    raw_dir: Path,
+    format_name: str = "contract",
+    mapping_file: Path | None = None,
+    now: pd.Timestamp | None = None,
+) -> dict[str, int]:
+    """Import an export of any format (:data:`crm.exports.FORMATS`) into ``raw_dir``, all or
+    nothing.
+
+    ``contract``: one file per contract table (:func:`import_folder`); ``maven``: a Maven-style
+    export (:func:`import_maven`); ``salesforce`` and ``hubspot``: the CRM's own export, mapped
+    by ``crm/exports/<format>.yaml`` with ``mapping_file`` merged over it.
+
+    Raises:
+        ContractError: naming the export's file, row and field; ``raw_dir`` is left as it was.
+    """
+    if format_name == "contract":
+        return import_folder(folder, raw_dir, now)
+    if format_name == "maven":
+        return import_maven(folder, raw_dir, now)
+    return import_mapped(map_export(format_name, folder, mapping_file), raw_dir, now)

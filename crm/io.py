@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import ArrowException
 
-from crm.contract import DTYPES, TABLES
+from crm.contract import DTYPES, TABLES, ContractError, Problem
 
 
 @contextmanager
@@ -62,11 +63,18 @@ def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", write_statistics=True, store_schema=True)
 
 
-def write_tables(tables: Mapping[str, pa.Table | pd.DataFrame], folder: Path) -> None:
-    """Write ``{name}.parquet`` for each table into ``folder``, replacing it atomically."""
+def write_tables(
+    tables: Mapping[str, pa.Table | pd.DataFrame],
+    folder: Path,
+    extra_files: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``{name}.parquet`` for each table into ``folder``, replacing it atomically, with
+    ``extra_files`` (file name → text) beside them."""
     with atomic_dir(folder) as tmp:
         for name, table in tables.items():
             write_parquet(table, tmp / f"{name}.parquet")
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_text(content, encoding="utf-8")
 
 
 def read_table(raw_dir: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -88,3 +96,35 @@ def read_table(raw_dir: Path, name: str, columns: list[str] | None = None) -> pd
 def read_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
     """All contract tables from ``raw_dir``."""
     return {name: read_table(raw_dir, name) for name in TABLES}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every value as text ("" when blank or absent), so the contract alone decides types.
+
+    The header is read as an ordinary row: with ``header=0`` pandas silently turns a first data
+    row with one field too many into an index, shifting every value by a column. Here any row
+    wider than the header is a parse error naming its line.
+    """
+    rows = pd.read_csv(
+        path, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    ).fillna("")
+    header = [str(name).strip() for name in rows.iloc[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValueError(f"column(s) {', '.join(map(repr, repeated))} appear more than once")
+    frame = rows.iloc[1:].reset_index(drop=True)
+    frame.columns = header
+    return frame
+
+
+def read_file(path: Path, table: str) -> pd.DataFrame:
+    """Read one CSV (every value as text) or Parquet file; unreadable → ContractError."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return _read_csv(path)
+    except (OSError, ValueError, ArrowException) as err:  # ValueError covers decode/parse errors
+        reason = str(err).strip() or type(err).__name__
+        raise ContractError(
+            [Problem(table, str(path), None, None, f"could not be read: {reason}")]
+        ) from err

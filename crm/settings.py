@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     snapshot_frequency_days: int = 7
     lead_scoring_horizon_days: int = 182
     promotion_margin: float = 0.002  # ROC AUC a challenger must gain over the champion
+    # `crm-intel train`: rolling cutoffs of the short back-test run before registering (0: none;
+    # the held-out test, the gate and the registered figures do not depend on it)
+    train_backtest_cutoffs: int = Field(default=3, ge=0)
     # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
     # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -66,7 +70,10 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_workers: int = 1  # service processes (each loads both champions)
-    serve_access_log: bool = False  # one log line per request; off for latency
+    serve_access_log: bool = False  # BentoML's own line per request; off: the gate logs its own
+    # The gate's access log (serving.gate), one line per request: method, route, status, ms,
+    # request id, key id. Off: only 4xx and 5xx lines (health checks are DEBUG either way).
+    request_log: bool = True
     serve_metrics: bool = True  # Prometheus /metrics (needs a key with the ``metrics`` scope)
     model_refresh_seconds: float = 10.0  # how often the service checks the champion aliases
     online_store_timeout_ms: int = 250  # wait on a locked online store before answering 503
@@ -93,6 +100,14 @@ class Settings(BaseSettings):
     monitor_auc_drop: float = Field(default=0.05, ge=0)  # realised below expected by this much
     monitor_calibration_error: float = Field(default=0.05, gt=0)
     monitor_min_outcomes: int = Field(default=200, ge=1)  # fewer: reported, never alerted on
+    # crm-intel push salesforce (crm.exports.salesforce_bulk, Bulk API 2.0 ingest): the org's URL
+    # (https://<domain>.my.salesforce.com) and an OAuth access token, never logged; each job
+    # holds at most salesforce_rows_per_job rows (and 100 MB), a larger file goes in several
+    salesforce_instance_url: str | None = None
+    salesforce_access_token: SecretStr | None = None
+    salesforce_api_version: str = "62.0"
+    salesforce_poll_seconds: float = Field(default=2.0, gt=0)  # first wait between job polls
+    salesforce_rows_per_job: int = Field(default=100_000, ge=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -142,6 +157,17 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def deep_merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s entries merged over it, nested mappings key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 @lru_cache(maxsize=8)

@@ -17,6 +17,8 @@ from crm_intel.commands import (
     keys,
     monitoring,
     privacy,
+    pushing,
+    quickstart,
     runs,
     scores,
     simulating,
@@ -32,6 +34,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _quiet() -> None:
+    # Before any command: third-party libraries' deprecation warnings about their own code
+    # (MLflow's, BentoML's) are not ours to act on and buried every command's output.
+    from serving.runtime import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
+
+
+app.command("quickstart")(quickstart.quickstart)
 app.command("simulate")(simulating.simulate)
 app.command("import")(importing.import_)
 # Later stages register below, one line each.
@@ -49,6 +62,7 @@ app.add_typer(runs.app, name="run")
 app.command("erase")(privacy.erase)
 app.command("audit")(privacy.audit)
 app.command("monitor")(monitoring.monitor)
+app.add_typer(pushing.app, name="push")
 
 
 if __name__ == "__main__":  # pragma: no cover

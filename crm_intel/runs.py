@@ -35,6 +35,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from sqlalchemy.engine import Engine
 
+from crm.exports.common import SourceIds
 from crm.io import atomic_file
 from crm.settings import Settings
 from crm_intel.run_ledger import (
@@ -62,7 +63,6 @@ WRITEBACK = {
 WRITTEN_BACK = ("scored", "stale")  # open leads and live accounts; closed ones are not
 LIVE_LIFECYCLES = ("open", "recycled", "customer")  # in the CRM as open or live
 BACKTEST_CUTOFFS = 4  # as `crm-intel backtest`
-SHORT_BACKTEST_CUTOFFS = 3  # as `crm-intel train` before it registers
 SEED = 0
 
 
@@ -91,6 +91,8 @@ class RunContext:
     run_date: date
     run_id: str
     source: Path | None = None  # nightly: the export folder to import (--from)
+    source_format: str = "contract"  # its shape (--format)
+    mapping: Path | None = None  # salesforce or hubspot: the user's mapping (--mapping)
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,13 +145,13 @@ def _no_source(ctx: RunContext) -> str | None:
 
 
 def import_export(ctx: RunContext) -> Done:
-    """Import the export folder (the contract's format) into ``raw/``, all or nothing."""
+    """Import the export folder (``--format``'s shape) into ``raw/``, all or nothing."""
     from crm.contract import TABLES, ContractError
-    from crm.importer import import_folder
+    from crm.importer import import_export
 
     assert ctx.source is not None
     try:
-        counts = import_folder(ctx.source, ctx.settings.raw_dir)
+        counts = import_export(ctx.source, ctx.settings.raw_dir, ctx.source_format, ctx.mapping)
     except ContractError as err:
         first = "; ".join(str(p) for p in err.problems[:3])
         raise StepFailed(
@@ -208,12 +210,21 @@ def _score(ctx: RunContext, model_name: str) -> Done:
     )
 
 
-def writeback_frame(frame: pd.DataFrame, model_name: str, names: Mapping[str, str]) -> pd.DataFrame:
+def writeback_frame(
+    frame: pd.DataFrame,
+    model_name: str,
+    names: Mapping[str, str],
+    source_ids: SourceIds | None = None,
+) -> pd.DataFrame:
     """The CRM's update from a batch frame: the id and the CRM fields of the model's entity,
     one row per open lead or live account: ``scored``; ``stale`` with emptied scores and the
     reason; or, for one the CRM has as open or live but with no features yet (an account that
     subscribed since the last weekly snapshot), emptied scores and that reason. Closed ones and
-    ids the CRM does not have as open or live are left out."""
+    ids the CRM does not have as open or live are left out.
+
+    Data imported from a CRM's own export (``source_ids`` has its key field) is keyed by that
+    CRM's ids (Salesforce ``Id``, HubSpot ``Record ID``): the file is that CRM's update import.
+    """
     entity, key, _ = WRITEBACK[model_name]
     columns = [key, *(name for item, name in names.items() if item.startswith(f"{entity}_"))]
     if not len(frame):
@@ -229,6 +240,10 @@ def writeback_frame(frame: pd.DataFrame, model_name: str, names: Mapping[str, st
     # whole points, also beside the emptied scores of stale rows (else written as 12.0)
     for item in (f"{entity}_score", f"{entity}_trend_change"):
         rows[names[item]] = pd.to_numeric(rows[names[item]]).round().astype("Int64")
+    source_key = source_ids.key_field(entity) if source_ids is not None else None
+    if source_key is not None and source_ids is not None:
+        rows[key] = source_ids.of(entity, rows[key].astype(str))
+        rows = rows.rename(columns={key: source_key})
     return rows.reset_index(drop=True)
 
 
@@ -240,11 +255,12 @@ def write_back(ctx: RunContext) -> Done:
     for stale in folder.glob(".*.tmp-*"):  # left by a killed run; the run lock is ours
         stale.unlink(missing_ok=True)
     frames = {}
+    source_ids = SourceIds(ctx.settings.raw_dir)
     for model_name, (_, _, file_name) in WRITEBACK.items():
         if model_name not in ctx.outputs:
             raise RuntimeError(f"no {model_name} scores to write back (its score step did not run)")
         frames[file_name] = writeback_frame(
-            ctx.outputs[model_name], model_name, ctx.settings.crm_field_names
+            ctx.outputs[model_name], model_name, ctx.settings.crm_field_names, source_ids
         )
     with ExitStack() as stack:
         for file_name, frame in frames.items():
@@ -338,13 +354,14 @@ def _train(ctx: RunContext, model_name: str) -> Done:
 
     frame, spec, protocol, truth = _training_inputs(ctx, model_name)
     result = train_time_split(frame, spec, protocol, truth=truth, random_state=SEED)
-    if result.metrics:
+    cutoffs = ctx.settings.train_backtest_cutoffs  # as `crm-intel train` before it registers
+    if result.metrics and cutoffs:
         try:
             done = backtest(
                 frame,
                 spec,
                 protocol,
-                SHORT_BACKTEST_CUTOFFS,
+                cutoffs,
                 truth,
                 SEED,
                 candidate_from_record(result.candidate),
@@ -436,13 +453,16 @@ def execute(
     steps: tuple[Step, ...] | None = None,
     source: Path | None = None,
     on_step: OnStep = _quiet,
+    source_format: str = "contract",
+    mapping: Path | None = None,
 ) -> RunOutcome:
     """Run ``steps`` (default: :data:`STEPS` of ``kind``) in order, under the run lock, each
     recorded in the ledger; stop at the first that fails.
 
     Args:
         run_date: the day the run stands for; when an attempt for it finished, nothing runs.
-        source: nightly's export folder (``--from``).
+        source: nightly's export folder (``--from``), of ``source_format``'s shape, read with
+            ``mapping`` (salesforce, hubspot).
         on_step: called before each step (outcome None) and after it.
 
     Raises:
@@ -466,7 +486,7 @@ def execute(
             )
         close_abandoned(engine)
         run_id = f"{kind}-{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
-        ctx = RunContext(settings, kind, run_date, run_id, source)
+        ctx = RunContext(settings, kind, run_date, run_id, source, source_format, mapping)
         started = time.perf_counter()
         whole = start_step(engine, ctx.run_id, ctx.kind, ctx.run_date, WHOLE_RUN)
         outcomes: list[StepOutcome] = []

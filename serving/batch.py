@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crm.exports.common import SourceIds
 from crm.io import atomic_file, write_parquet
 from crm.settings import Settings
 from features.feature_views import TTL
@@ -209,7 +210,8 @@ def score_batch(
     of the scores the batch would have given that day.
 
     Returns:
-        The rows of :func:`serving.scoring.batch_frame` and the champion used.
+        The rows of :func:`serving.scoring.batch_frame` (with the source CRM's id beside the
+        key, for data imported from a CRM's export) and the champion used.
     """
     entity, key = MODEL_ENTITIES[model_name]
     champion = champion or load_champion(model_name, settings.tracking_uri())
@@ -254,7 +256,13 @@ def score_batch(
         online.close()
     if not parts:
         return pd.DataFrame(), champion
-    return pd.concat(parts, ignore_index=True), champion
+    frame = pd.concat(parts, ignore_index=True)
+    # data imported from a CRM's own export: its id (Salesforce Id, HubSpot Record ID) beside ours
+    source_ids = SourceIds(settings.raw_dir)
+    source_key = source_ids.key_field(entity)
+    if source_key is not None:
+        frame.insert(1, source_key, source_ids.of(entity, frame[key].astype(str)))
+    return frame, champion
 
 
 def _records(rows: pd.DataFrame, key: str) -> list[dict[str, object]]:

@@ -2,7 +2,9 @@
 
 In order, each step answering in the API's error shape and keeping no state per raw path:
 
-1. health and readiness (``/healthz``, ``/livez``, ``/readyz``) pass, without a key;
+1. health and readiness (``/healthz``, ``/livez``, ``/readyz``) pass, without a key, and are
+   answered in JSON: ``{"alive": true}``; ``{"ready": true}``, or 503 ``{"ready": false,
+   "error": {...}}`` in the API's error shape;
 2. the API's description (``/docs.json``, ``/schema.json``, the index page ``/``) only with
    ``CRM_INTEL_EXPOSE_DOCS=1``, else 404; BentoML's bundled UI assets never;
 3. a key (401), a route that exists (404), the key's scope for it (403, naming the scope), the
@@ -11,10 +13,18 @@ In order, each step answering in the API's error shape and keeping no state per 
    further) and time to arrive (408), then the body validated against the route's request
    schema (400 naming the field, in the project's words); a valid body is handed on as read.
 
-Any 4xx is one INFO log line (route, status, code, key id; never the key, never a traceback).
-A response BentoML itself produces for an error (its own wording, possibly a library's) is
-rewritten into the API's shape, its text going to the server log only. ``/metrics`` is
-answered here, by route template (:mod:`serving.metrics`).
+Every request is one log line, the service's access log (BentoML's own is off)::
+
+    POST /score_leads 200 12.3ms id=<request id> key=env-6ab9f1eb
+    POST /score_leads 400 invalid_field 0.8ms id=<request id> key=env-6ab9f1eb
+
+method, route (``(other path)`` for a path that is none: never a client's path), status, the
+error code of a refusal, milliseconds to the last byte, request id and key id (never the key).
+2xx and 4xx are INFO (4xx never with a traceback), 5xx ERROR with what went wrong; health checks
+and ``/metrics`` answered 2xx are DEBUG: probes every few seconds would bury the rest. With
+``request_log`` off, 2xx lines are DEBUG too. A response BentoML itself produces for an error
+(its own wording, possibly a library's) is rewritten into the API's shape, its text going to
+the server log only. ``/metrics`` is answered here, by route template (:mod:`serving.metrics`).
 
 Every request gets an id: the client's ``X-Request-Id`` when it is a short token, else a new
 one. It is answered in ``X-Request-Id`` and, with the caller's key id, held in context variables
@@ -37,6 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from serving.answers import Outcome, health, shaped, validation_problem
 from serving.auth import APIKey, KeyChecker, bearer_token
 from serving.metrics import RequestMetrics
 from serving.status import api_error
@@ -50,6 +61,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("crm_intel.serving")
 
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+HEALTH_METHODS = frozenset({"GET", "HEAD"})
 DOCS_PATHS = frozenset({"/docs.json", "/schema.json"})
 INDEX_PATH = "/"
 METRICS_PATH = "/metrics"
@@ -58,6 +70,33 @@ KEY_HINT = "a key from CRM_INTEL_API_KEYS or CRM_INTEL_API_KEYS_FILE"
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 CALLER: ContextVar[str] = ContextVar("caller", default="")  # the API key's id
 _GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+def access_log(
+    method: str,
+    label: str,
+    status: int,
+    code: str,
+    seconds: float,
+    rid: str,
+    key_id: str,
+    level: int = logging.INFO,
+    detail: str = "",
+) -> None:
+    """The one log line of a request (module docstring); ``detail`` says what went wrong in a
+    5xx (for the operator: it may name a file or a library)."""
+    log.log(
+        level,
+        "%s %s %s %s%.1fms id=%s key=%s%s",
+        method,
+        label,
+        status or "-",  # 0: nothing was answered (the client went away first)
+        f"{code} " if code else "",
+        seconds * 1000,
+        rid,
+        key_id,
+        f": {detail}" if detail else "",
+    )
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -86,49 +125,6 @@ class Limits:
     max_body_bytes: int | None = 1_048_576
     body_timeout_seconds: float | None = 15.0
     answer_timeout_seconds: float | None = None  # from a valid body to the answer: else 504
-
-
-def _field(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as the request field: ``leads[0].features.touches_7d``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _plain(error: Mapping[str, Any]) -> str:
-    """A validation error in plain words (pydantic's own message, minus its prefixes)."""
-    kind, message = error["type"], str(error["msg"])
-    if kind == "extra_forbidden":
-        return "is not a field of this request"
-    if kind == "missing":
-        return "is required"
-    if kind == "json_invalid":
-        return "the body is not valid JSON: " + message.removeprefix("Invalid JSON: ")
-    if kind == "model_type" or kind == "model_attributes_type":
-        return "the body must be a JSON object"
-    message = message.removeprefix("Value error, ").replace(" after validation", "")
-    for subject in ("Input", "List", "String", "Dictionary", "Value"):
-        message = message.replace(f"{subject} should", "should")
-    return message
-
-
-def validation_problem(err: ValidationError) -> dict[str, Any]:
-    """The API error for a request body that fails its schema: the first problem, and how many
-    more there are."""
-    errors = err.errors(include_url=False)
-    first = errors[0]
-    field = _field(tuple(first["loc"])) or None
-    if first["type"] == "json_invalid":
-        code, fix = "invalid_json", "send one JSON object with 'Content-Type: application/json'"
-    else:
-        code, fix = "invalid_field", "see /docs.json for each field's type and allowed values"
-    message = _plain(first)
-    if field and first["type"] != "json_invalid":
-        message = f"{field} {message}" if not message.startswith(field) else message
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return api_error(code, message, field, fix)
 
 
 def _index_page(routes: Mapping[str, Route]) -> bytes:
@@ -217,15 +213,21 @@ class KeyFirst:
         error = unauthorized(token is not None)
         path = scope.get("path", "")
         label = path if path in self.known_paths else "(other path)"  # never a client's path
-        log.info("%s %s 401 %s key=-", scope.get("method"), label, error["code"])
-        await answer(send, 401, json.dumps({"error": error}).encode(), headers=[CHALLENGE])
+        rid = request_id(scope.get("headers", []))
+        body = json.dumps({"error": error}).encode()
+        await answer(send, 401, body, headers=[CHALLENGE, (b"x-request-id", rid.encode())])
+        elapsed = time.perf_counter() - started
+        access_log(scope.get("method", ""), label, 401, error["code"], elapsed, rid, "-")
         if self.metrics is not None:
-            elapsed = time.perf_counter() - started
             self.metrics.observe(scope.get("path", ""), scope.get("method", ""), 401, elapsed)
 
 
 class _Answered(Exception):
-    """Raised by a step that already answered the request."""
+    """Raised by a step that already answered the request, with the error code it answered."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
 
 
 class Gate:
@@ -238,6 +240,8 @@ class Gate:
         limits: body size and time bounds.
         metrics: request metrics (``/metrics`` is served only with them).
         expose_docs: serve the API description and index page.
+        log_successes: log 2xx answers at INFO (else DEBUG; refusals and errors always INFO
+            and ERROR).
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class Gate:
         limits: Limits,
         metrics: RequestMetrics | None = None,
         expose_docs: bool = False,
+        log_successes: bool = True,
     ):
         self.app = app
         self.routes = dict(routes)
@@ -255,6 +260,7 @@ class Gate:
         self.limits = limits
         self.metrics = metrics
         self.expose_docs = expose_docs
+        self.success_level = logging.INFO if log_successes else logging.DEBUG
         self.index = _index_page(self.routes)
 
     # ------------------------------------------------------------------------------ answers
@@ -268,18 +274,9 @@ class Gate:
         headers: list[tuple[bytes, bytes]] | None = None,
         close: bool = False,
     ) -> None:
-        key: APIKey | None = scope.get("state", {}).get("api_key")
-        log.info(
-            "%s %s %d %s key=%s",
-            scope.get("method"),
-            self._label(scope.get("path", "")),
-            status,
-            error["code"],
-            key.key_id if key else "-",
-        )
         body = json.dumps({"error": error}).encode()
         await answer(send, status, body, headers=headers, close=close)
-        raise _Answered
+        raise _Answered(error["code"])  # logged by __call__, with the rest of the request
 
     def _label(self, path: str) -> str:
         if path in self.routes or path in HEALTH_PATHS or path == METRICS_PATH:
@@ -327,22 +324,26 @@ class Gate:
                     f"use a key with the {needed!r} scope, or ask an administrator to add it",
                 ),
             )
-        methods = route.methods if route else frozenset({"GET"})
-        if scope.get("method") not in methods:
-            allowed = ", ".join(sorted(methods))
-            await self._problem(
-                scope,
-                send,
-                405,
-                api_error(
-                    "method_not_allowed",
-                    f"{path} answers {allowed}, not {scope.get('method')}",
-                    None,
-                    f"send a {allowed} request",
-                ),
-                headers=[(b"allow", allowed.encode())],
-            )
+        await self._only(scope, send, route.methods if route else frozenset({"GET"}))
         return route
+
+    async def _only(self, scope: Scope, send: Send, methods: frozenset[str]) -> None:
+        """405 in the API's shape unless the request's method is one of ``methods``."""
+        if scope.get("method") in methods:
+            return
+        allowed = ", ".join(sorted(methods))
+        await self._problem(
+            scope,
+            send,
+            405,
+            api_error(
+                "method_not_allowed",
+                f"{scope.get('path', '')} answers {allowed}, not {scope.get('method')}",
+                None,
+                f"send a {allowed} request",
+            ),
+            headers=[(b"allow", allowed.encode())],
+        )
 
     def _header(self, scope: Scope, name: bytes) -> str | None:
         for key, value in scope.get("headers", []):
@@ -392,7 +393,7 @@ class Gate:
                     close=True,
                 )
             if message["type"] == "http.disconnect":
-                raise _Answered  # the client went away: nothing to answer
+                raise _Answered("client_gone")  # the client went away: nothing to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if limit is not None and size > limit:
@@ -435,6 +436,8 @@ class Gate:
         status = 0
         rid = request_id(scope.get("headers", []))
         REQUEST_ID.set(rid)
+        outcome = Outcome()
+        failed = False
 
         async def counted(message: Message) -> None:
             nonlocal status
@@ -444,20 +447,53 @@ class Gate:
             await send(message)
 
         try:
-            await self._handle(scope, receive, counted)
-        except _Answered:
-            pass
+            await self._handle(scope, receive, counted, outcome)
+        except _Answered as done:
+            outcome.code = done.code
+        except Exception:  # the server logs the traceback; the line says the request failed
+            failed = True
+            raise
         finally:
+            elapsed = time.perf_counter() - start
+            self._log(scope, status, outcome, elapsed, rid, failed)
             if self.metrics is not None:
-                elapsed = time.perf_counter() - start
                 self.metrics.observe(
                     scope.get("path", ""), scope.get("method", ""), status, elapsed
                 )
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _log(
+        self, scope: Scope, status: int, outcome: Outcome, elapsed: float, rid: str, failed: bool
+    ) -> None:
+        path = scope.get("path", "")
+        if failed or status >= 500:
+            level = logging.ERROR
+        elif status >= 400 or status == 0:
+            level = logging.INFO
+        elif path in HEALTH_PATHS or path == METRICS_PATH:
+            level = logging.DEBUG
+        else:
+            level = self.success_level
+        if not log.isEnabledFor(level):
+            return
+        key: APIKey | None = scope.get("state", {}).get("api_key")
+        access_log(
+            scope.get("method", ""),
+            self._label(path),
+            status,
+            outcome.code or ("exception" if failed else ""),
+            elapsed,
+            rid,
+            key.key_id if key else "-",
+            level,
+            outcome.detail,
+        )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> None:
         path = scope.get("path", "")
         if path in HEALTH_PATHS:
-            await self.app(scope, receive, _shaped(send, path))
+            # another method is not a health check: its answer must not read as not ready
+            await self._only(scope, send, HEALTH_METHODS)
+            await self.app(scope, receive, health(send, path, outcome))
             return
         if path in DOCS_PATHS or path == INDEX_PATH:
             if not self.expose_docs:
@@ -475,7 +511,7 @@ class Gate:
             if path == INDEX_PATH:
                 await answer(send, 200, self.index, b"text/html; charset=utf-8")
             else:
-                await self.app(scope, receive, _shaped(send, path))
+                await self.app(scope, receive, shaped(send, outcome))
             return
         route = await self._authorise(scope, send)
         if route is None:  # the metrics path, allowed
@@ -484,7 +520,7 @@ class Gate:
             await answer(send, 200, body, self.metrics.content_type.encode())
             return
         if route.body is None:
-            await self.app(scope, receive, _shaped(send, path))
+            await self.app(scope, receive, shaped(send, outcome))
             return
         body = await self._checked_body(scope, receive, send, route)
         delivered = False
@@ -505,7 +541,7 @@ class Gate:
 
         try:
             async with asyncio.timeout(self.limits.answer_timeout_seconds):
-                await self.app(scope, replay, _shaped(sent, path))
+                await self.app(scope, replay, shaped(sent, outcome))
         except TimeoutError:
             if answered:
                 raise
@@ -520,75 +556,3 @@ class Gate:
                     "retry with fewer items, or later",
                 ),
             )
-
-
-def _shaped(send: Send, path: str) -> Send:
-    """``send`` with any error response not in the API's shape rewritten into it.
-
-    BentoML answers some failures itself (an exception in a handler: 500 with the exception's
-    text; its own 404 and 405 in plain text). Those bodies may name a library or a file, so they
-    go to the server log and the client gets the API's shape.
-    """
-    held: list[Message] = []
-
-    async def shaped(message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] >= 400:
-            held.append(message)
-            return
-        if not held:
-            await send(message)
-            return
-        held.append(message)
-        if message.get("more_body", False):
-            return
-        start, parts = held[0], held[1:]
-        held.clear()
-        body = b"".join(p.get("body", b"") for p in parts)
-        if _in_api_shape(body):
-            await send(start)
-            for part in parts:
-                await send(part)
-            return
-        status = start["status"]
-        if status == 503:  # not ready (readiness, or BentoML's own refusal under load)
-            log.info("%s answered 503", path)
-            error = api_error(
-                "not_ready",
-                "this server cannot score yet: its models or features are still loading",
-                None,
-                "retry shortly",
-            )
-        elif status >= 500:
-            log.error("%s answered %d: %s", path, status, body[:2000].decode("utf-8", "replace"))
-            error = api_error(
-                "internal_error",
-                "the request could not be completed",
-                None,
-                "retry; if it persists, tell the operator (the server log has the details)",
-            )
-        else:
-            log.info("%s answered %d", path, status)
-            error = api_error("bad_request", "the request could not be handled", None, None)
-        new_body = json.dumps({"error": error}).encode()
-        headers = [
-            (k, v)
-            for k, v in start.get("headers", [])
-            if k.lower() not in (b"content-length", b"content-type")
-        ]
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(new_body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": new_body})
-
-    return shaped
-
-
-def _in_api_shape(body: bytes) -> bool:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return False
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    return isinstance(error, dict) and {"code", "message"} <= set(error)

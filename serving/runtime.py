@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
-from crm.settings import Settings
+from crm.settings import Settings, deep_merged
 
 SERVICE_NAME = "crm_intel"
 OVERRIDES_ENV = "BENTOML_CONFIG_OVERRIDES"
@@ -23,6 +25,69 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "FEAST_USAGE": "False",
 }
+
+# Deprecation warnings raised inside libraries about the libraries' own code: crm-intel can
+# neither act on them nor fix them, yet they printed on every command (Feast's import turns every
+# DeprecationWarning on, once). Exactly these are ignored: (category, package the warning is
+# raised from, message).
+THIRD_PARTY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    # SQLAlchemy's SADeprecationWarning, where MLflow 3.17's tracking store declares a
+    # relationship lazy="noload" (its tables are configured on the first registry call)
+    (DeprecationWarning, "mlflow", r"The ``noload`` loader strategy is deprecated"),
+    # pydantic 2.11's PydanticDeprecatedSince211, where BentoML 1.4.39 builds its IO models
+    # (at every server start) and each time its server reads ``model_fields`` from a request's
+    # instance (which would flood the server log)
+    (
+        DeprecationWarning,
+        "_bentoml_sdk",
+        r"The `__get_pydantic_core_schema__` method of the `BaseModel` class is deprecated",
+    ),
+    (
+        DeprecationWarning,
+        "_bentoml_impl",
+        r"Accessing the 'model_fields' attribute on the instance",
+    ),
+    # Tornado's, where BentoML's process manager (circus) stops the server on a signal
+    (DeprecationWarning, "tornado", r"add_callback_from_signal is deprecated"),
+)
+
+
+def _third_party(message: Warning | str, category: type[Warning], filename: str) -> bool:
+    return any(
+        issubclass(category, kind)
+        and re.search(rf"[/\\]{package}[/\\]", filename) is not None
+        and re.match(text, str(message)) is not None
+        for kind, package, text in THIRD_PARTY_WARNINGS
+    )
+
+
+def quiet_third_party_warnings() -> None:
+    """Ignore exactly :data:`THIRD_PARTY_WARNINGS`, whatever a library does to the filters later.
+
+    Filters come first; and since a library imported afterwards can put a broader filter in
+    front of them (Feast's ``simplefilter("once", DeprecationWarning)`` at its import, which a
+    command reaches only after this runs), the same warnings are also dropped where warnings
+    are shown (``warnings.showwarning``, which the warnings module lets a program replace).
+    """
+    for kind, package, text in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", text, kind, rf"{re.escape(package)}\.")
+    show = warnings.showwarning
+    if getattr(show, "quiets_third_party", False):
+        return
+
+    def shown(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not _third_party(message, category, filename):
+            show(message, category, filename, lineno, file, line)
+
+    shown.quiets_third_party = True  # type: ignore[attr-defined]
+    warnings.showwarning = shown
 
 
 def bentoml_overrides(settings: Settings) -> dict[str, Any]:
@@ -49,16 +114,6 @@ def bentoml_overrides(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def server_env(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a ``bentoml serve`` process: ``environ`` (default: this process's) plus
     the quiet flags, the data directory, the tracking URI and the BentoML overrides.
@@ -72,5 +127,5 @@ def server_env(settings: Settings, environ: Mapping[str, str] | None = None) -> 
         **QUIET_ENV,
         "CRM_INTEL_DATA_DIR": str(settings.data_dir),
         "MLFLOW_TRACKING_URI": settings.tracking_uri(),
-        OVERRIDES_ENV: json.dumps(_merge(bentoml_overrides(settings), user)),
+        OVERRIDES_ENV: json.dumps(deep_merged(bentoml_overrides(settings), user)),
     }

@@ -60,13 +60,15 @@ LeadFeatures = _features_model(
     "LeadFeatures",
     LEAD_NUMERIC,
     LEAD_CATEGORICAL,
-    "Lead features to use instead of (or where missing, besides) the online store's.",
+    "Lead features to use instead of (or where missing, besides) those crm-intel computed from "
+    "the CRM data; send at least one.",
 )
 AccountFeatures = _features_model(
     "AccountFeatures",
     ACCOUNT_NUMERIC,
     ACCOUNT_CATEGORICAL,
-    "Account features to use instead of (or where missing, besides) the online store's.",
+    "Account features to use instead of (or where missing, besides) those crm-intel computed "
+    "from the CRM data; send at least one.",
 )
 
 TopReasons = Annotated[
@@ -102,7 +104,7 @@ def _one_of(ids: list[str] | None, items: list[Any] | None, ids_name: str, items
 
 
 class ScoreLeadsRequest(Strict):
-    """Leads by id (features from the online store) or with features given."""
+    """Leads by id (features crm-intel computed from the CRM data) or with features given."""
 
     lead_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
     leads: Annotated[list[LeadInput], Field(min_length=1, max_length=MAX_IDS)] | None = None
@@ -116,7 +118,8 @@ class ScoreLeadsRequest(Strict):
 
 
 class ScoreAccountsRequest(Strict):
-    """Accounts by id (features from the online store) or with features given."""
+    """Accounts by id (features crm-intel computed from the CRM data) or with features
+    given."""
 
     account_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)] | None = None
     accounts: Annotated[list[AccountInput], Field(min_length=1, max_length=MAX_IDS)] | None = None

@@ -32,7 +32,7 @@ import pandas as pd
 from serving.explain import LOG_ODDS, explain_frame, explain_records, margin_unit
 from serving.explain import encode as encode  # re-exported: the benchmark encodes with it
 from serving.reasons import label, signed
-from serving.status import Standing, standing
+from serving.status import Standing, parse_time, standing
 from training.model import MISSING
 
 # Model name → (entity in the online store, its join key).
@@ -424,7 +424,8 @@ def score_items(
         records: :meth:`features.store.OnlineReader.rows` in request order (join key,
             ``event_timestamp``, ``found``, the features and, read with ``status=True``,
             ``lifecycle``).
-        overrides: per row, features given in the request (None for none).
+        overrides: per row, features given in the request (None for none; an empty dict for
+            an empty ``features`` object, which gives none).
         names: output name → CRM field name (``settings.crm_field_names``).
         ttl: how long a feature row answers for (the feature view's TTL).
         allow_stale: score items whose features are older than ``ttl`` anyway.
@@ -438,6 +439,7 @@ def score_items(
     results: list[dict[str, Any]] = []
     scorable: list[tuple[int, Standing]] = []
     rows: list[Mapping[str, Any]] = []
+    data_as_of = _data_as_of(records)
     for i, record in enumerate(records):
         given = overrides[i]
         st = standing(
@@ -448,6 +450,8 @@ def score_items(
             ttl=ttl,
             allow_stale=allow_stale,
             field=fields[i] if fields else None,
+            empty_features=given is not None and not given,
+            data_as_of=data_as_of,
         )
         out: dict[str, Any] = {key: str(record[key]), **standing_fields(st)}
         if record.get("found"):
@@ -489,3 +493,13 @@ def score_items(
             )
         out["crm_fields"] = crm_fields(entity, summary, why.reasons, names, st)
     return results
+
+
+def _data_as_of(records: Sequence[Mapping[str, Any]]) -> datetime | None:
+    """The time the loaded CRM data describes, from the first item with a lifecycle row (every
+    lifecycle row of one load has the same as-of time); None when no item has one."""
+    for record in records:
+        lifecycle = record.get("lifecycle")
+        if lifecycle and lifecycle.get("as_of") is not None:
+            return parse_time(lifecycle["as_of"])
+    return None

@@ -19,7 +19,6 @@ import json
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -28,6 +27,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
+from crm.exports.common import SourceIds
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
 from serving import http_protocol, release
@@ -37,7 +37,7 @@ from serving.champions import Champions
 from serving.gate import REQUEST_ID, Gate, KeyFirst, Limits, Route
 from serving.metrics import process_metrics
 from serving.online import OnlineFeatures, OnlineStoreUnavailable
-from serving.runtime import SERVICE_NAME
+from serving.runtime import SERVICE_NAME, quiet_third_party_warnings
 from serving.schemas import (
     AttributionRequest,
     AttributionResponse,
@@ -54,13 +54,11 @@ from serving.trend import TrendReferences, add_trends
 from training.attribution.errors import AttributionError
 
 log = logging.getLogger("crm_intel.serving")
-# BentoML 1.4.39 reads ``model_fields`` from an instance on every request; pydantic 2.11 warns
-# each time, which floods the server log.
-warnings.filterwarnings(
-    "ignore",
-    message="Accessing the 'model_fields' attribute on the instance",
-    category=DeprecationWarning,
-)
+# Third-party deprecation warnings about the libraries' own code (BentoML 1.4.39 reads
+# ``model_fields`` from an instance on every request and pydantic 2.11 warns each time, which
+# would flood the server log; MLflow's tables at the first registry read): not ours to act on.
+# Here, after every import of the service process (Feast's turns deprecation warnings on).
+quiet_third_party_warnings()
 MODELS = ("lead_conversion", "churn_risk")
 READY_CACHE_SECONDS = 1.0
 
@@ -82,7 +80,7 @@ class _Gate(Gate):
 
     def __init__(self, app: Any) -> None:
         settings = Settings()
-        # one INFO line per refused request (BentoML's server logging leaves other loggers at
+        # the gate's line per request at INFO (BentoML's server logging leaves other loggers at
         # its root's WARNING)
         project_log = logging.getLogger("crm_intel")
         if project_log.level == logging.NOTSET:
@@ -104,6 +102,7 @@ class _Gate(Gate):
             limits,
             metrics,
             settings.expose_docs,
+            settings.request_log,
         )
 
 
@@ -154,6 +153,7 @@ class CRMIntel:
 
     def __init__(self) -> None:
         self.settings = Settings()
+        self._source_ids = SourceIds(self.settings.raw_dir)
         self.champions = Champions(
             MODELS,
             self.settings.tracking_uri(),
@@ -267,6 +267,7 @@ class CRMIntel:
                     if r["status"] == "scored":
                         r["arm"], r["model_version"] = arm, model.version
                     results[i] = r
+            self._with_source_ids(model_name, results)
             self._trend_and_log(model_name, results, request_id, scored_at)
             counts = dict.fromkeys(STATUSES, 0)
             for r in results:
@@ -297,6 +298,18 @@ class CRMIntel:
             return json.dumps(head).encode()[:-1] + b', "results": [' + b",".join(parts) + b"]}"
 
         return Response(await asyncio.to_thread(encoded), media_type="application/json")
+
+    def _with_source_ids(self, model_name: str, results: list[dict[str, Any]]) -> None:
+        """For data imported from a CRM's own export, each result's CRM fields lead with that
+        CRM's id (``Id``, ``Record ID``), the key its update uses."""
+        entity, key = MODEL_ENTITIES[model_name]
+        field_name = self._source_ids.key_field(entity)
+        if field_name is None:
+            return
+        with_fields = [r for r in results if r.get("crm_fields")]
+        found = self._source_ids.of(entity, [str(r[key]) for r in with_fields])
+        for r, source_id in zip(with_fields, found, strict=True):
+            r["crm_fields"] = {field_name: source_id, **r["crm_fields"]}
 
     def _trend_and_log(
         self,
@@ -481,6 +494,7 @@ def _unpack(
     out_ids, overrides = [], []
     for item in items:
         out_ids.append(getattr(item, key))
-        given = item.features.model_dump(exclude_unset=True) if item.features else None
-        overrides.append(given or None)
+        # an empty features object stays {} (not None): an unknown id sent with it is told so
+        given = None if item.features is None else item.features.model_dump(exclude_unset=True)
+        overrides.append(given)
     return out_ids, overrides, [f"{entity}s[{i}].{key}" for i in range(len(items))]

@@ -6,7 +6,8 @@ Pure functions (no BentoML, no store), shared by the API and the nightly batch. 
   (lifecycle row, :mod:`features.lifecycle`); never scored, whatever features it has;
 * ``unknown``: no features to score it with: the id is not in the CRM data at all, the account is
   a prospect (churn needs a subscription), or the CRM has it but no feature row is online yet;
-  sending its features in the request scores it anyway;
+  sending its features in the request scores it anyway (an empty ``features`` object sends none:
+  ``empty_features``);
 * ``stale``: its newest online features are older than the feature view's TTL at the time the
   CRM data describes (the lifecycle row's timestamp, the data's as-of time); scored only when
   the request says ``allow_stale``, and then ``scored`` with ``stale: true``;
@@ -97,6 +98,27 @@ def _closed(entity: str, entity_id: str, status: str, lifecycle: Mapping[str, An
     )
 
 
+def _empty_features(entity: str, entity_id: str, field: str | None, known: bool) -> dict:
+    """The error of an item sent with ``"features": {}`` that has no features of its own."""
+    # the item's field is ``leads[2].lead_id``: its features are the sibling ``features``
+    where = f"{field.rpartition('.')[0]}.features" if field and "." in field else "features"
+    why = (
+        "crm-intel has not computed its features yet"
+        if known
+        else "it is not in the CRM data crm-intel last loaded"
+    )
+    lead_example, account_example = '{"touches_30d": 4}', '{"seats": 25, "tenure_days": 400}'
+    example = lead_example if entity == "lead" else account_example
+    return api_error(
+        "empty_features",
+        f"{where} is an empty object, and {entity} {entity_id!r} has no features to score it "
+        f"with: {why}",
+        where,
+        f"send the {entity}'s feature values in {where}, e.g. {example} (the API description "
+        "lists them all), or leave 'features' out once crm-intel has its data",
+    )
+
+
 def standing(
     entity: str,
     entity_id: str,
@@ -105,6 +127,8 @@ def standing(
     ttl: timedelta | None = None,
     allow_stale: bool = False,
     field: str | None = None,
+    empty_features: bool = False,
+    data_as_of: datetime | None = None,
 ) -> Standing:
     """The status of one item.
 
@@ -115,7 +139,11 @@ def standing(
         given: the request sent features for it.
         ttl: how long a feature row answers for (the feature view's TTL); None: no limit.
         allow_stale: score features older than ``ttl`` anyway.
-        field: the request field naming the item, for errors (e.g. ``lead_ids[2]``).
+        field: the request field naming the item, for errors (e.g. ``lead_ids[2]``, or
+            ``leads[2].lead_id`` for an item sent with its features).
+        empty_features: the request sent an empty ``features`` object for it (``{}``).
+        data_as_of: the time the loaded CRM data describes, when known from other rows (an
+            unknown id has no lifecycle row to tell it); named in ``unknown_id`` errors.
     """
     lifecycle = record.get("lifecycle") or None
     status = None if lifecycle is None else lifecycle.get("status")
@@ -125,7 +153,9 @@ def standing(
         return _closed(entity, entity_id, str(status), lifecycle)
     found = bool(record.get("found"))
     if not found and not given:
-        if status == NOT_A_CUSTOMER and entity == "account":
+        if empty_features:
+            error = _empty_features(entity, entity_id, field, known=lifecycle is not None)
+        elif status == NOT_A_CUSTOMER and entity == "account":
             error = api_error(
                 "not_a_customer",
                 f"account {entity_id!r} is a prospect (no subscription): churn risk does not apply",
@@ -135,16 +165,18 @@ def standing(
         elif lifecycle is not None:
             error = api_error(
                 "no_features",
-                f"{entity} {entity_id!r} is in the CRM data but the online store holds no "
-                "features for it yet",
+                f"{entity} {entity_id!r} is in the CRM data but crm-intel has not computed its "
+                "features yet",
                 field,
-                "run `crm-intel features build` and `crm-intel features materialize`, or send "
-                f"its features in '{entity}s'",
+                f"send its features in '{entity}s' to score it now, or retry after the next "
+                "feature update (an operator runs `crm-intel features build` and "
+                "`crm-intel features materialize`)",
             )
         else:
+            loaded = "" if data_as_of is None else f" (data as of {data_as_of.date().isoformat()})"
             error = api_error(
                 "unknown_id",
-                f"{entity} {entity_id!r} is not in the CRM data the online store was built from",
+                f"{entity} {entity_id!r} is not in the CRM data crm-intel last loaded{loaded}",
                 field,
                 f"check the id, or send its features in '{entity}s' to score it anyway",
             )
@@ -173,6 +205,7 @@ def standing(
         "stale_features",
         message,
         field,
-        'send "allow_stale": true to score it anyway, or rebuild and materialise the features',
+        'send "allow_stale": true to score it anyway, or retry after the next feature update '
+        "(an operator runs `crm-intel features build` and `crm-intel features materialize`)",
     )
     return Standing("stale", True, status, data_as_of=as_of, feature_row=row, error=error)

@@ -340,10 +340,13 @@ def contract_tables(
 def _to_contract_frame(table: pa.Table, name: str) -> pd.DataFrame:
     strings = pd.StringDtype("pyarrow")
     frame = table.to_pandas(types_mapper={pa.string(): strings, pa.large_string(): strings}.get)
-    for col in TABLES[name].columns:
+    # columns the simulation does not produce (the source CRM's ids) are left out, not written
+    # empty: the files for a seed stay byte for byte what they were before those columns existed
+    columns = [col for col in TABLES[name].columns if col.name in frame.columns]
+    for col in columns:
         if frame[col.name].dtype != DTYPES[col.kind]:
             frame[col.name] = frame[col.name].astype(DTYPES[col.kind])
-    return frame[TABLES[name].names]
+    return frame[[col.name for col in columns]]
 
 
 def summarize(

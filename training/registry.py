@@ -46,6 +46,32 @@ class NoChampion(LookupError):
     """Raised when a registered model has no version with alias ``champion``."""
 
 
+class NotRegistered(LookupError):
+    """Raised when a model or a version is not in the registry; the message names those that
+    are, in the user's words (MLflow's own says ``Model Version (name=…) not found``)."""
+
+
+def _check_registered(client: MlflowClient, name: str, version: str | None = None) -> None:
+    """Raise :class:`NotRegistered` unless ``name`` (and its ``version``, when given) exist."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        models = sorted(m.name for m in client.search_registered_models(max_results=1000))
+        known = ", ".join(models) if models else "none yet (train one with `crm-intel train`)"
+        raise NotRegistered(f"no registered model {name!r}; the models are: {known}") from None
+    if version is None:
+        return
+    # the name is a registered one, so it is safe inside the filter string
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if version not in {str(v) for v in versions}:
+        listed = ", ".join(str(v) for v in versions) or "none"
+        raise NotRegistered(
+            f"{name} has version{'s' if len(versions) != 1 else ''} {listed}; no version {version}"
+        )
+
+
 def artifact_root(tracking_uri: str) -> str | None:
     """Artifacts beside a SQLite tracking database (``<db dir>/artifacts``), else MLflow's."""
     parsed = urlparse(tracking_uri)
@@ -124,10 +150,14 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 
 def promote(tracking_uri: str, name: str, version: str | int, reason: str = "manual") -> dict:
-    """Make ``version`` the champion and remember the promotion for :func:`rollback`."""
+    """Make ``version`` the champion and remember the promotion for :func:`rollback`.
+
+    Raises:
+        NotRegistered: no such model, or no such version of it.
+    """
     client = client_for(tracking_uri)
     version = str(version)
-    client.get_model_version(name, version)  # raises when it does not exist
+    _check_registered(client, name, version)
     history = _history(client, name)
     current = _version_or_none(client, name, CHAMPION)
     current_version = None if current is None else str(current.version)
@@ -149,9 +179,11 @@ def rollback(tracking_uri: str, name: str) -> dict:
     """Give ``champion`` back to the version that held it before the current one.
 
     Raises:
+        NotRegistered: no such model.
         NoChampion: there is no earlier champion to restore.
     """
     client = client_for(tracking_uri)
+    _check_registered(client, name)
     history = _history(client, name)
     current = _version_or_none(client, name, CHAMPION)
     if current is not None and (not history or history[-1] != str(current.version)):

@@ -18,26 +18,49 @@ from crm_intel.commands.common import (
     settings_for,
 )
 
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Shape of the export: contract (one file per contract table), salesforce (Data "
+        "Export / Data Loader CSVs: Account.csv, Lead.csv, ...), hubspot (HubSpot's CSV "
+        "exports) or maven (accounts.csv, sales_pipeline.csv). See docs/data-contract.md.",
+        case_sensitive=False,
+    ),
+]
+MappingOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        help="YAML merged over the format's mapping (crm/exports/<format>.yaml): your org's "
+        "picklist values and custom field names. salesforce and hubspot only.",
+        show_default=False,
+        exists=True,
+        dir_okay=False,
+        resolve_path=True,
+    ),
+]
+
 
 def import_(
     from_: Annotated[
         Path | None,
         typer.Option(
             "--from",
-            help="Folder with one CSV or Parquet file per contract table "
-            "(accounts.csv, leads.csv, ...; see docs/data-contract.md).",
+            help="Folder holding the export (see --format).",
             show_default=False,
             exists=True,
             file_okay=False,
             resolve_path=True,
         ),
     ] = None,
+    format_: FormatOption = "contract",
+    mapping: MappingOption = None,
     maven: Annotated[
         Path | None,
         typer.Option(
             "--maven",
-            help="Folder with a Maven-style CRM export (accounts.csv, sales_pipeline.csv), "
-            "mapped onto the contract.",
+            help="Same as --from FOLDER --format maven.",
             show_default=False,
             exists=True,
             file_okay=False,
@@ -49,24 +72,29 @@ def import_(
 ) -> None:
     """Import a CRM export into DATA_DIR/raw, all or nothing: on any problem nothing is written."""
     from crm.contract import TABLES, ContractError
-    from crm.importer import import_folder, import_maven
+    from crm.exports import FORMATS
+    from crm.importer import import_export
 
-    if from_ is not None and maven is None:
-        source, kind, run = from_, "folder", import_folder
-    elif maven is not None and from_ is None:
-        source, kind, run = maven, "maven", import_maven
+    kind = format_.lower()
+    if kind not in FORMATS:
+        raise fail(f"--format {format_}: use one of {', '.join(FORMATS)}")
+    if maven is not None and from_ is None:
+        source, kind = maven, "maven"
+    elif from_ is not None and maven is None:
+        source = from_
     else:
         raise fail("give exactly one of --from FOLDER or --maven FOLDER")
+    if mapping is not None and kind not in ("salesforce", "hubspot"):
+        raise fail(f"--mapping applies to --format salesforce or hubspot, not {kind}")
     raw_dir = settings_for(data_dir).raw_dir
     try:
-        counts = run(source, raw_dir)
+        counts = import_export(source, raw_dir, kind, mapping)
     except ContractError as err:
         for problem in err.problems:
             console.print(escape(str(problem)), highlight=False, soft_wrap=True)
-        if kind == "folder" and (source / "sales_pipeline.csv").is_file():
-            console.print(
-                "hint: this looks like a Maven-style export; try --maven", highlight=False
-            )
+        hint = _hint(source, kind)
+        if hint:
+            console.print(f"hint: {escape(hint)}", highlight=False, soft_wrap=True)
         raise fail(
             f"{escape(str(source))} breaks the data contract ({len(err.problems)} problem(s)"
             f" listed); nothing was written to {escape(str(raw_dir))}"
@@ -97,3 +125,22 @@ def import_(
                 "raw_dir": str(raw_dir),
             }
         )
+
+
+def _hint(source: Path, kind: str) -> str | None:
+    """What the user most likely meant, when the folder looks like another shape of export."""
+    if kind != "contract":
+        return None
+    if (source / "raw" / "leads.parquet").is_file() or (source / "raw" / "leads.csv").is_file():
+        return (
+            f"{source} holds a data directory (simulate --out writes raw/ and truth/): "
+            f"import --from {source / 'raw'}"
+        )
+    for other, marker in (
+        ("maven", "sales_pipeline.csv"),
+        ("salesforce", "Lead.csv"),
+        ("hubspot", "contacts.csv"),
+    ):
+        if (source / marker).is_file():
+            return f"this looks like a {other} export: add --format {other}"
+    return None

@@ -17,6 +17,7 @@ from crm_intel.commands.common import (
     fail,
     settings_for,
 )
+from crm_intel.commands.importing import FormatOption, MappingOption
 
 app = typer.Typer(
     help="Scheduled runs: nightly import, features, scores and CRM write-back; retraining. One "
@@ -84,14 +85,16 @@ def nightly(
         Path | None,
         typer.Option(
             "--from",
-            help="Export folder to import first, in the contract's format (one CSV or Parquet "
-            "file per table); without it the raw tables are kept as they are.",
+            help="Export folder to import first (its shape: --format); without it the raw "
+            "tables are kept as they are.",
             show_default=False,
             exists=True,
             file_okay=False,
             resolve_path=True,
         ),
     ] = None,
+    format_: FormatOption = "contract",
+    mapping: MappingOption = None,
     day: DateOption = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
@@ -101,8 +104,17 @@ def nightly(
     Imports --from (when given), builds, applies and materialises the features, batch-scores
     every lead and account into the score log (with trend), and writes
     DATA_DIR/writeback/leads.csv and accounts.csv: one row per open lead and live account, the
-    id and the CRM's field names."""
-    _run("nightly", day, data_dir, json_, source=from_)
+    id and the CRM's field names; for a Salesforce or HubSpot export, keyed by that CRM's ids
+    (Id, Record ID), ready for its update import."""
+    _run(
+        "nightly",
+        day,
+        data_dir,
+        json_,
+        source=from_,
+        source_format=format_.lower(),
+        mapping=mapping,
+    )
 
 
 @app.command()

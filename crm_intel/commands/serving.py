@@ -3,8 +3,9 @@ bring-your-own table model over a file) and ``crm-intel serve`` (the API)."""
 
 from __future__ import annotations
 
-import os
 import secrets
+import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -241,7 +242,8 @@ def serve(
     """Serve the scoring API (BentoML) on localhost with the MLflow champions.
 
     Needs API keys in CRM_INTEL_API_KEYS; without them one key is generated for this run and
-    printed once, so that the curl example works.
+    printed once, so that the curl example works. The address and the example are printed once
+    the server answers /readyz (loading takes about half a minute); a line says it is starting.
     """
     from serving.runtime import server_env
     from training.registry import MODEL_NAMES, champion_version
@@ -270,13 +272,6 @@ def serve(
         if settings.expose_docs
         else "CRM_INTEL_EXPOSE_DOCS=1 for /docs.json"
     )
-    console.print(f"serving on http://{host}:{port} ({docs}); try:")
-    sys.stdout.write(
-        f"curl -s -X POST http://{host}:{port}/score_leads "
-        f"-H 'Authorization: Bearer {key_shown}' -H 'Content-Type: application/json' "
-        f'-d \'{{"lead_ids": ["{example}"]}}\'\n'
-    )
-    sys.stdout.flush()
     command = [
         sys.executable,
         "-m",
@@ -290,4 +285,71 @@ def serve(
         "--working-dir",
         str(root),
     ]
-    os.execve(sys.executable, command, env)  # bentoml takes over this process (and its signals)
+    console.print(
+        f"starting the scoring API on http://{host}:{port} (it loads the champions and the "
+        "features first, about half a minute)…",
+        highlight=False,
+    )
+    server = subprocess.Popen(command, env=env)
+    # a stop asked of this command is passed on to the server (Ctrl-C reaches both already)
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))
+    try:
+        if _wait_ready(server, _probe_url(host, port)):
+            console.print(f"ready: serving on http://{host}:{port} ({docs}); try:")
+            sys.stdout.write(
+                f"curl -s -X POST http://{host}:{port}/score_leads "
+                f"-H 'Authorization: Bearer {key_shown}' -H 'Content-Type: application/json' "
+                f'-d \'{{"lead_ids": ["{example}"]}}\'\n'
+            )
+            sys.stdout.flush()
+        else:
+            console.print(
+                f"[bold red]error:[/] the server stopped before it was ready (exit code "
+                f"{server.returncode}); its log is above",
+                highlight=False,
+            )
+        code = server.wait()
+    except KeyboardInterrupt:  # the server got the same Ctrl-C: let it shut down
+        code = server.wait()
+    raise typer.Exit(code)
+
+
+READY_POLL_SECONDS = 0.5
+NOT_READY_NOTE_SECONDS = 15.0  # a server up but not ready this long: say why, once
+
+
+def _probe_url(host: str, port: int) -> str:
+    """The readiness URL this machine reaches the server at (any-address binds via loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/readyz"
+
+
+def _wait_ready(server: subprocess.Popen[bytes], url: str) -> bool:
+    """Poll ``url`` until the server is ready (True) or exits (False)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    not_ready_since: float | None = None
+    noted = False
+    while server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except urllib.error.HTTPError as err:  # up, not ready: 503 {"ready": false, "error"}
+            not_ready_since = not_ready_since or time.monotonic()
+            if not noted and time.monotonic() - not_ready_since >= NOT_READY_NOTE_SECONDS:
+                try:
+                    why = json.loads(err.read())["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    why = f"/readyz answers {err.code}"
+                console.print(f"[yellow]not ready yet:[/] {why}; still waiting", highlight=False)
+                noted = True
+        except OSError:  # not listening yet (URLError is an OSError)
+            pass
+        time.sleep(READY_POLL_SECONDS)
+    return False

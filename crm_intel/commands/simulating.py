@@ -48,6 +48,17 @@ def simulate(
         Path | None,
         typer.Option(help="Data directory to write into (default: the data directory)."),
     ] = None,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Also write the CRM as this CRM's export would hold it, into OUT/<format>/ "
+            "(salesforce: Account.csv, Lead.csv, ... as the Data Export Service writes them; "
+            "hubspot: HubSpot's CSV exports), for `import --from OUT/<format> --format <format>`."
+            " contract: only the contract's tables (raw/).",
+            case_sensitive=False,
+        ),
+    ] = "contract",
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -56,6 +67,9 @@ def simulate(
     from simulator import simulate as run
 
     target = out if out is not None else settings_for(data_dir).data_dir
+    export_format = format_.lower()
+    if export_format not in ("contract", "salesforce", "hubspot"):
+        raise fail(f"--format {format_}: use contract, salesforce or hubspot")
     try:
         config = SimulationConfig(seed=seed, accounts=accounts, leads=leads, months=months)
     except ValueError as err:
@@ -67,6 +81,9 @@ def simulate(
         result = run(config, progress=advance)
         advance("writing")
         paths = write_simulation(result, target)
+        if export_format != "contract":
+            advance(f"writing the {export_format} export")
+            paths["export"] = _write_export(result.tables, export_format, Path(target))
     seconds = time.perf_counter() - started
     summary = result.summary
     table = Table(title=f"Demo CRM (seed {seed}) → {target}")
@@ -80,6 +97,8 @@ def simulate(
         f"{summary['annual_logo_churn']:.1%} · touches per lead "
         f"{summary['touches_per_lead']['mean']:.1f} · {seconds:.1f}s"
     )
+    if "export" in paths:
+        console.print(f"{export_format} export → {paths['export']}", highlight=False)
     for planted in (result.drift or {}).get("drifts", []):
         console.print(f"drift {planted['spec']} from {planted['start'][:10]}: {_effect(planted)}")
     if json_:
@@ -89,9 +108,24 @@ def simulate(
                 "seconds": round(seconds, 3),
                 "raw_dir": str(paths["raw"]),
                 "truth_dir": str(paths["truth"]),
+                **({"export_dir": str(paths["export"])} if "export" in paths else {}),
                 **({"drift_file": str(paths["truth"] / "drift.json")} if result.drift else {}),
             }
         )
+
+
+def _write_export(tables: Any, export_format: str, target: Path) -> Path:
+    """The simulated CRM as ``export_format``'s export, in ``<target>/<export_format>/``."""
+    folder = target / export_format
+    if export_format == "salesforce":
+        from crm.exports.salesforce_writer import write_salesforce
+
+        write_salesforce(tables, folder)
+    else:
+        from crm.exports.hubspot_writer import write_hubspot
+
+        write_hubspot(tables, folder)
+    return folder
 
 
 def _effect(planted: dict[str, Any]) -> str:

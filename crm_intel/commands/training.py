@@ -16,6 +16,7 @@ from crm_intel.commands.common import (
     fail,
     progress,
     settings_for,
+    status,
 )
 
 train_app = typer.Typer(
@@ -143,7 +144,7 @@ def _run(
             for col, why in prepared.dropped.items():
                 console.print(f"  left out [cyan]{col}[/]: {why}")
             how = "training (time split)" if timestamp else "nested cross-validation"
-            with console.status(how) as status:
+            with status(how) as update:
                 result = train_table(
                     prepared.frame,
                     spec,
@@ -151,7 +152,7 @@ def _run(
                     random_state=seed,
                     grid=grid,
                     time_limit=time_limit,
-                    progress=lambda line: status.update(f"{how}: {line}"),
+                    progress=update,
                 )
             extra: dict[str, Any] = {
                 "dropped_columns": prepared.dropped,
@@ -166,7 +167,10 @@ def _run(
         raise fail(str(err)) from None
     except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
-    with console.status("logging to MLflow"):
+    logging = "logging to MLflow" + (", registering and the promotion gate" if register else "")
+    if table is None:
+        logging = f"step {NATIVE_STAGES}/{NATIVE_STAGES}: {logging}"
+    with status(logging):
         record = log_training_run(
             result, settings.tracking_uri(), settings.promotion_margin, register=register
         )
@@ -204,7 +208,7 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
         from features.training import training_set
     except ImportError as err:  # pragma: no cover - the feature store ships with the package
         raise fail(f"feature store unavailable: {err}") from None
-    with console.status(f"training set {spec.feature_service}"):
+    with status(f"step 1/{NATIVE_STAGES}: loading the training set {spec.feature_service}"):
         try:
             frame = training_set(settings, spec.name)
         except Exception as err:  # noqa: BLE001 - the store reports why it is not ready
@@ -213,18 +217,26 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
 
     truth = read_probability_truth(settings.truth_dir, spec.truth_table)
     protocol = protocol_for(settings, spec.name)
-    with console.status(f"selecting and testing candidates ({protocol.name})"):
+    # one call of the training package selects the candidates, fits and calibrates the winner
+    # and tests it on the held-out period; it reports no steps of its own
+    with status(
+        f"step 2/{NATIVE_STAGES}: selecting, fitting, calibrating and testing candidates "
+        f"({protocol.name})"
+    ):
         result = train_time_split(frame, spec, protocol, truth=truth, random_state=seed)
-    if result.metrics:
-        _short_backtest(result, frame, spec, protocol, truth, seed)
+    if result.metrics and settings.train_backtest_cutoffs:
+        _short_backtest(result, frame, spec, protocol, truth, seed, settings.train_backtest_cutoffs)
+    elif result.metrics:
+        result.notes.append("no short back-test: CRM_INTEL_TRAIN_BACKTEST_CUTOFFS is 0")
     return result
 
 
-SHORT_BACKTEST_CUTOFFS = 3
+# loading, training, short back-test, registering (the --table path has its own lines)
+NATIVE_STAGES = 4
 
 
 def _short_backtest(
-    result: Any, frame: Any, spec: Any, protocol: Any, truth: Any, seed: int
+    result: Any, frame: Any, spec: Any, protocol: Any, truth: Any, seed: int, cutoffs: int
 ) -> None:
     """Back-test the winning configuration at a few earlier cutoffs before it is registered;
     the registry tags carry the summary."""
@@ -232,11 +244,10 @@ def _short_backtest(
     from training.selection import candidate_from_record
 
     champion = candidate_from_record(result.candidate)
-    with progress("short back-test", total=SHORT_BACKTEST_CUTOFFS) as advance:
+    described = f"step 3/{NATIVE_STAGES}: short back-test"
+    with progress(described, total=cutoffs) as advance:
         try:
-            done = backtest(
-                frame, spec, protocol, SHORT_BACKTEST_CUTOFFS, truth, seed, champion, advance
-            )
+            done = backtest(frame, spec, protocol, cutoffs, truth, seed, champion, advance)
         except ValueError as err:
             result.notes.append(f"no short back-test: {err}")
             return
@@ -406,7 +417,7 @@ def models_promote(
     """Make VERSION the champion of MODEL (the previous champion can be restored by rollback)."""
     from mlflow.exceptions import MlflowException
 
-    from training.registry import promote
+    from training.registry import NotRegistered, promote
 
     try:
         out = promote(
@@ -415,6 +426,8 @@ def models_promote(
             version,
             "promoted by hand (crm-intel models promote)",
         )
+    except NotRegistered as err:
+        raise fail(str(err)) from None
     except MlflowException as err:
         raise fail(f"cannot promote {model} v{version}: {err.message}") from None
     from crm_intel.commands.privacy import record_cli_event
@@ -437,11 +450,11 @@ def models_rollback(
     """Give champion back to the version that held it before the current one."""
     from mlflow.exceptions import MlflowException
 
-    from training.registry import NoChampion, rollback
+    from training.registry import NoChampion, NotRegistered, rollback
 
     try:
         out = rollback(settings_for(data_dir).tracking_uri(), _model_name(model))
-    except (NoChampion, MlflowException) as err:
+    except (NoChampion, NotRegistered, MlflowException) as err:
         raise fail(str(err)) from None
     from crm_intel.commands.privacy import record_cli_event
 

@@ -84,7 +84,7 @@ def test_a_valid_csv_folder_imports_and_reads_back_equal(tmp_path, sim_tables, e
     summary = _last_json(result)
     assert summary["tables"] == {name: len(frame) for name, frame in sim_tables.items()}
     assert summary["raw_dir"] == str(data_dir.resolve() / "raw")
-    assert summary["format"] == "folder"
+    assert summary["format"] == "contract"
     assert summary["report"] == {}
     assert "interactions" in result.stderr and f"{len(sim_tables['interactions']):,}" in (
         result.stderr
@@ -328,3 +328,74 @@ def test_a_maven_value_problem_is_named_in_the_export_terms(tmp_path):
         "2015-01-01 00:00:00+00:00 is before created_at"
     ) in result.stderr
     assert "(as opportunities.closed_at)" in result.stderr
+
+
+def test_a_data_directory_given_as_the_export_is_pointed_at_its_raw_folder(tmp_path, imported):
+    # given the data directory `simulate --out X` writes (X/raw, X/truth), given as the export
+    data_dir, _ = imported
+
+    # when it is imported as if it were the export
+    result = _import(tmp_path / "elsewhere", "--from", str(data_dir))
+
+    # then the refusal points at X/raw instead of listing nine missing files alone
+    assert result.exit_code == 2
+    assert f"import --from {data_dir / 'raw'}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [("Lead.csv", "salesforce"), ("contacts.csv", "hubspot"), ("sales_pipeline.csv", "maven")],
+)
+def test_another_crms_export_given_as_the_contracts_gets_the_format_to_use(
+    tmp_path, marker, expected
+):
+    # given a folder holding another CRM's export, imported in the contract's format
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / marker).write_text("Id\n1\n")
+
+    # when it is imported
+    result = _import(tmp_path / "data", "--from", str(folder))
+
+    # then the refusal names the format to add
+    assert result.exit_code == 2
+    assert f"add --format {expected}" in result.stderr
+
+
+def test_an_unknown_format_is_refused_naming_the_formats(tmp_path, imported):
+    data_dir, _ = imported
+    result = _import(tmp_path / "data", "--from", str(data_dir / "raw"), "--format", "pipedrive")
+    assert result.exit_code == 2
+    assert "use one of contract, salesforce, hubspot, maven" in result.stderr
+
+
+def test_a_salesforce_export_with_a_date_in_another_format_names_file_row_and_field(
+    tmp_path, sim_tables
+):
+    # given a Salesforce export of the small CRM with one task dated the US way
+    from crm.exports.salesforce_writer import write_salesforce
+
+    export = tmp_path / "salesforce"
+    write_salesforce(sim_tables, export)
+    tasks = pd.read_csv(export / "Task.csv", dtype=str, keep_default_na=False)
+    tasks.loc[6, "CreatedDate"] = "03/01/2024 09:30"
+    tasks.to_csv(export / "Task.csv", index=False)
+
+    # when it is imported through the CLI
+    data_dir = tmp_path / "data"
+    result = _import(data_dir, "--from", str(export), "--format", "salesforce")
+
+    # then the problem names Task.csv, its row and field, and nothing was written
+    assert result.exit_code == 2
+    assert f"{export / 'Task.csv'}, row 7, column 'CreatedDate': '03/01/2024 09:30'" in (
+        result.stderr
+    )
+    assert not data_dir.exists()
+
+    # and the good export imports, recording where it came from
+    tasks.loc[6, "CreatedDate"] = tasks.loc[5, "CreatedDate"]
+    tasks.to_csv(export / "Task.csv", index=False)
+    result = _import(data_dir, "--from", str(export), "--format", "salesforce", "--json")
+    assert result.exit_code == 0, result.output
+    assert _last_json(result)["format"] == "salesforce"
+    assert (data_dir / "raw" / "source.json").is_file()

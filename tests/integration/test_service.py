@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from service_client import service_client
 from starlette.testclient import TestClient
 
 from crm.settings import Settings
@@ -35,19 +36,12 @@ def settings(deployment: Deployment) -> Settings:
 @pytest.fixture(scope="module")
 def client(deployment: Deployment) -> Iterator[TestClient]:
     env = {
-        "CRM_INTEL_DATA_DIR": str(deployment.data_dir),
-        "MLFLOW_TRACKING_URI": deployment.tracking_uri,
         "CRM_INTEL_API_KEYS": f"other,{KEY}",
         "CRM_INTEL_MODEL_REFRESH_SECONDS": "0.3",
         "CRM_INTEL_ONLINE_STORE_TIMEOUT_MS": "100",
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        from serving.service import CRMIntel
-
-        with TestClient(CRMIntel.to_asgi(), raise_server_exceptions=False) as c:
-            yield c
+    with service_client(deployment, env) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -341,18 +341,19 @@ def test_serve_command_prints_a_working_curl_example(deployment, tmp_path):
     )
     try:
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+        def printed() -> list[str]:
+            return (tmp_path / "serve.out").read_text().splitlines()
 
-        assert _until(ready, timeout=180), (tmp_path / "serve.out").read_text()[-2000:]
-        curl = next(
-            line
-            for line in (tmp_path / "serve.out").read_text().splitlines()
-            if line.startswith("curl ")
+        # the example is printed once the server is ready, after a line saying it is starting
+        assert _until(lambda: any(line.startswith("curl ") for line in printed()), timeout=180), (
+            "\n".join(printed()[-30:])
         )
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json() == {"ready": True}
+        lines = printed()
+        starting = next(i for i, x in enumerate(lines) if x.startswith("starting the scoring API"))
+        ready = next(i for i, x in enumerate(lines) if x.startswith("ready: serving on"))
+        assert starting < ready
+        curl = next(line for line in lines if line.startswith("curl "))
         args = shlex.split(curl)
         headers = dict(args[i + 1].split(": ", 1) for i, a in enumerate(args) if a == "-H")
         body = json.loads(args[args.index("-d") + 1])

@@ -56,3 +56,37 @@ def test_a_bad_size_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "leads must be at least 10" in result.output
     assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize(
+    ("export_format", "a_file"), [("salesforce", "Lead.csv"), ("hubspot", "contacts.csv")]
+)
+def test_a_crm_export_shape_is_written_beside_the_same_contract_bytes(
+    tmp_path: Path, export_format: str, a_file: str
+) -> None:
+    # given the same seed simulated without and with an export shape
+    _simulate(tmp_path / "plain", 7)
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "shaped"),
+            "--seed",
+            "7",
+            *SIZE,
+            "--format",
+            export_format,
+            "--json",
+        ],
+    )
+
+    # then the export is written in its folder, and raw/ and truth/ are byte for byte the same
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["export_dir"] == str(tmp_path / "shaped" / export_format)
+    assert (tmp_path / "shaped" / export_format / a_file).is_file()
+    shaped = {
+        k: v for k, v in _files(tmp_path / "shaped").items() if k.split("/")[0] != export_format
+    }
+    assert shaped == _files(tmp_path / "plain")

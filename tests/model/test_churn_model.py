@@ -119,3 +119,12 @@ def test_cli_train_churn_json_reports_auc_oracle_and_ece(
     assert payload["ece"] == pytest.approx(result.metrics["model"]["ece"])
     assert payload["promotion"]["promoted"] is True
     assert payload["feature_service"] == "churn_risk_v1"
+    # and each stage was a line of its own as it started (stderr is not a terminal here)
+    lines = done.stderr.splitlines()
+    for stage in (
+        "step 1/4: loading the training set churn_risk_v1…",
+        "step 2/4: selecting, fitting, calibrating and testing candidates",
+        "step 3/4: short back-test: cutoff 1/3",
+        "step 4/4: logging to MLflow, registering and the promotion gate…",
+    ):
+        assert any(line.startswith(stage) for line in lines), (stage, done.stderr)
