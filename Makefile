@@ -34,10 +34,12 @@ demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both 
 	$(BIN)/crm-intel train churn --data-dir $(DATA_DIR)
 	$(BIN)/crm-intel attribution run --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/credit.parquet
 	$(BIN)/crm-intel attribution report --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/report.html
+	$(BIN)/crm-intel report funnel --data-dir $(DATA_DIR) --out $(DATA_DIR)/reports/funnel.html
 	@if [ -d "$(MAVEN_DIR)" ]; then \
 		$(BIN)/crm-intel import --maven $(MAVEN_DIR) --data-dir $(DATA_DIR)/maven; \
 	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
 	@echo "Attribution report for marketers: $(DATA_DIR)/attribution/report.html"
+	@echo "Funnel cockpit for sales and marketing: $(DATA_DIR)/reports/funnel.html"
 	@echo "Models and runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 	@echo "Notebooks: $(BIN)/jupyter lab notebooks/"
 	@# prints "starting…" at once, then the address and a curl example once /readyz answers

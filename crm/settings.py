@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     salesforce_api_version: str = "62.0"
     salesforce_poll_seconds: float = Field(default=2.0, gt=0)  # first wait between job polls
     salesforce_rows_per_job: int = Field(default=100_000, ge=1)
+    # ISO 4217 code of the CRM's amounts (opportunity amount, MRR), named on the pages people read
+    currency: str = "USD"
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from crm_intel.commands import (
     privacy,
     pushing,
     quickstart,
+    reporting,
     runs,
     scores,
     simulating,
@@ -63,6 +64,7 @@ app.command("erase")(privacy.erase)
 app.command("audit")(privacy.audit)
 app.command("monitor")(monitoring.monitor)
 app.add_typer(pushing.app, name="push")
+app.add_typer(reporting.app, name="report")
 
 
 if __name__ == "__main__":  # pragma: no cover

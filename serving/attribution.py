@@ -4,8 +4,8 @@ Journeys in a request are aggregated paths (channels in order, conversions, valu
 count) run through :mod:`training.attribution`. A stored run is read from
 ``<data_dir>/attribution/`` or ``<data_dir>/attribution/<run>/`` (``credit.parquet`` in the
 layout of :func:`training.attribution.models.credit_table` and ``run.json`` with
-``period_start`` and ``period_end``); the newest run whose period covers the one asked for
-answers.
+``period_start`` and ``period_end``); the newest run of exactly the period asked for answers,
+and any other period gets an answer naming the periods there are.
 """
 
 from __future__ import annotations
@@ -80,17 +80,11 @@ def credit_for_paths(paths: Sequence[dict[str, Any]], models: Sequence[str]) -> 
     return Credit("request", None, None, _channel_rows(table))
 
 
-def latest_credit(
-    attribution_dir: Path, start: date, end: date, models: Sequence[str] | None = None
-) -> Credit:
-    """The newest stored run whose period covers ``start``–``end``.
-
-    Raises:
-        NoAttributionRun: no run covers the period.
-    """
+def _runs(attribution_dir: Path) -> list[tuple[float, Path, date, date]]:
+    """Every stored run with a readable period: (modified, folder, first day, last day)."""
     runs = []
     for meta_path in [attribution_dir / "run.json", *attribution_dir.glob("*/run.json")]:
-        if not meta_path.exists():
+        if not meta_path.exists() or not (meta_path.parent / "credit.parquet").exists():
             continue
         try:
             meta = json.loads(meta_path.read_text())
@@ -98,15 +92,35 @@ def latest_credit(
             run_end = date.fromisoformat(str(meta["period_end"])[:10])
         except (ValueError, KeyError, OSError):
             continue
-        if run_start <= start and end <= run_end and (meta_path.parent / "credit.parquet").exists():
-            runs.append((meta_path.stat().st_mtime, meta_path.parent, run_start, run_end))
-    if not runs:
-        raise NoAttributionRun(
-            f"no attribution run in {attribution_dir} covers {start}–{end}: run "
-            "`crm-intel attribution run` for that period",
-            f"no attribution run covers {start} to {end}",
+        runs.append((meta_path.stat().st_mtime, meta_path.parent, run_start, run_end))
+    return runs
+
+
+def latest_credit(
+    attribution_dir: Path, start: date, end: date, models: Sequence[str] | None = None
+) -> Credit:
+    """The credit of exactly ``start``–``end``: the newest stored run of that period.
+
+    A run of a longer period is not cut down (its credit is over all of it) and no period is
+    pieced together from others: asked for any other period, the answer names those there are.
+
+    Raises:
+        NoAttributionRun: no run is of that period; ``public`` lists the periods there are.
+    """
+    runs = _runs(attribution_dir)
+    exact = [r for r in runs if (r[2], r[3]) == (start, end)]
+    if not exact:
+        periods = sorted({(r[2], r[3]) for r in runs})
+        there = (
+            "; the runs there are cover " + ", ".join(f"{a} to {b}" for a, b in periods)
+            if periods
+            else "; there is no attribution run yet"
         )
-    _, folder, run_start, run_end = max(runs)
+        raise NoAttributionRun(
+            f"no attribution run in {attribution_dir} is of {start} to {end}{there}",
+            f"no attribution run is of {start} to {end}{there}",
+        )
+    _, folder, run_start, run_end = max(exact)
     table = pd.read_parquet(folder / "credit.parquet")
     if models:
         table = table[table["model"].isin(list(models))]

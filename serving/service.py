@@ -451,7 +451,10 @@ class CRMIntel:
                 404,
                 "no_attribution_run",
                 err.public,
-                "an operator can run `crm-intel attribution run` for a period that includes it",
+                "ask for one of those periods, or have an operator credit this one with "
+                f"`crm-intel attribution run --start {period.start} --end {period.end} --out "
+                f"attribution/{period.start}_{period.end}/credit.parquet` (a folder under the "
+                "data directory)",
             )
         out: dict[str, Any] = {
             "source": credit.source,

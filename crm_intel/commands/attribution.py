@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +56,20 @@ HalfLifeOption = Annotated[
     float, typer.Option("--half-life-days", help="Half-life of the time-decay model.")
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sampled and learned models.")]
+StartOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--start",
+        formats=["%Y-%m-%d"],
+        help="First day of the period to credit (with --end): the journeys that convert, or "
+        "for the others end, from --start to --end. Default: all the data.",
+        show_default=False,
+    ),
+]
+EndOption = Annotated[
+    datetime | None,
+    typer.Option("--end", formats=["%Y-%m-%d"], help="Last day of the period.", show_default=False),
+]
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -70,8 +85,10 @@ def _prepare(
     lookback_days: float,
     half_life_days: float,
     seed: int,
+    period: tuple[date, date] | None = None,
 ) -> tuple[Any, list[Any], dict | None, Any]:
-    """Journeys, model results, truth (when the data dir has it) and settings."""
+    """Journeys (those ending in ``period`` when given), model results, truth (when the data
+    dir has it) and settings."""
     from training.attribution import (
         ModelOptions,
         load_journeys,
@@ -79,6 +96,7 @@ def _prepare(
         read_truth,
         run_model,
     )
+    from training.attribution.periods import ending_within
 
     settings = settings_for(data_dir)
     names = parse_models(models)
@@ -88,6 +106,8 @@ def _prepare(
         journeys = load_journeys(
             raw_dir=None if paths else settings.raw_dir, paths=paths, lookback_days=lookback_days
         )
+        if period is not None:
+            journeys = ending_within(journeys, *period)
         advance("journeys")
         results = []
         for name in names:
@@ -142,9 +162,12 @@ def _print_channels(results: list[Any], summary: dict[str, Any]) -> None:
         )
 
 
-def write_run_metadata(journeys: Any, summary: dict, out: Path) -> dict[str, str] | None:
-    """Write ``run.json`` beside the credit table: the conversion period it covers, so the
-    scoring service can answer "credit for a period" from the latest run. Path files carry no
+def write_run_metadata(
+    journeys: Any, summary: dict, out: Path, period: tuple[date, date] | None = None
+) -> dict[str, str] | None:
+    """Write ``run.json`` beside the credit table: the period it covers (``period`` when the
+    run was asked for one, else its first to its last conversion day), so the scoring service
+    answers "credit for a period" with the run of exactly that period. Path files carry no
     times, so they get no period."""
     import json
 
@@ -156,19 +179,33 @@ def write_run_metadata(journeys: Any, summary: dict, out: Path) -> dict[str, str
     if converted is None:
         return None
     times = pd.to_datetime(pd.Series(converted)).dropna()
-    if times.empty:
+    if period is not None:
+        covered = {"period_start": period[0].isoformat(), "period_end": period[1].isoformat()}
+    elif times.empty:
         return None
-    period = {
-        "period_start": times.min().date().isoformat(),
-        "period_end": times.max().date().isoformat(),
-    }
+    else:
+        covered = {
+            "period_start": times.min().date().isoformat(),
+            "period_end": times.max().date().isoformat(),
+        }
     with atomic_file(Path(out).parent / "run.json") as tmp:
         tmp.write_text(
             json.dumps(
-                {**period, "credit": Path(out).name, "models": summary.get("models", [])}, indent=2
+                {**covered, "credit": Path(out).name, "models": summary.get("models", [])}, indent=2
             )
         )
-    return period
+    return covered
+
+
+def _period(start: datetime | None, end: datetime | None) -> tuple[date, date] | None:
+    """``--start`` and ``--end`` as a period (both or neither)."""
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise fail("give both --start and --end, or neither")
+    if end < start:
+        raise fail(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}")
+    return start.date(), end.date()
 
 
 def run(
@@ -178,32 +215,36 @@ def run(
     lookback_days: LookbackOption = 90.0,
     half_life_days: HalfLifeOption = 7.0,
     seed: SeedOption = 0,
+    start: StartOption = None,
+    end: EndOption = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Credit conversions and revenue to channels and content items under each model.
 
     Writes one row per (model, channel) and per (model, content item): model, level, channel or
-    content_id, conversions, value, share, value_share, std_error.
+    content_id, conversions, value, share, value_share, std_error; and run.json beside it with
+    the period credited, which the API serves (POST /attribution with that period).
     """
     from training.attribution import credit_table, run_summary, write_credit_table
 
     started = time.perf_counter()
+    period = _period(start, end)
     try:
         journeys, results, truth, _ = _prepare(
-            data_dir, paths, models, lookback_days, half_life_days, seed
+            data_dir, paths, models, lookback_days, half_life_days, seed, period
         )
     except _errors() as err:
         raise fail(str(err)) from None
     table = credit_table(results)
     write_credit_table(table, out)
     summary = run_summary(journeys, results, truth)
-    period = write_run_metadata(journeys, summary, out)
+    covered = write_run_metadata(journeys, summary, out, period)
     summary.update(
         out=str(out),
         rows=len(table),
         seconds=round(time.perf_counter() - started, 2),
-        period=period,
+        period=covered,
     )
     _print_channels(results, summary)
     console.print(f"wrote {len(table):,} rows → {out}")

@@ -135,3 +135,48 @@ def test_unknown_model_and_missing_data_are_clear_errors(tmp_path: Path) -> None
         str(tmp_path / "x.csv"),
     )
     assert code == 2 and "unknown model 'magic'" in output
+
+
+def test_run_for_a_period_credits_only_the_journeys_ending_in_it(
+    tmp_path: Path, small_data_dir: Path
+) -> None:
+    # given the period of the simulation's second quarter
+    start, end = "2024-04-01", "2024-06-30"
+    out = tmp_path / "q2" / "credit.parquet"
+
+    # when attribution is run for it
+    code, output, payload = _invoke(
+        "run",
+        "--data-dir",
+        str(small_data_dir),
+        "--models",
+        "linear",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--out",
+        str(out),
+        "--json",
+    )
+
+    # then it credits exactly the conversions of that quarter that had a touch, and run.json
+    # records the period asked for (the one the API then serves)
+    assert code == 0, output
+    leads = pd.read_parquet(small_data_dir / "raw" / "leads.parquet")
+    touches = pd.read_parquet(small_data_dir / "raw" / "interactions.parquet")
+    day = leads["converted_at"].dt.date.astype(str)
+    quarter = leads[(day >= start) & (day <= end)][["lead_id", "converted_at"]]
+    joined = touches.merge(quarter, on="lead_id")
+    window = (joined["occurred_at"] <= joined["converted_at"]) & (
+        joined["occurred_at"] >= joined["converted_at"] - pd.Timedelta(days=90)
+    )
+    assert payload["conversions"] == joined.loc[window, "lead_id"].nunique() > 0
+    assert json.loads((out.parent / "run.json").read_text())["period_start"] == start
+    assert payload["period"] == {"period_start": start, "period_end": end}
+
+    # and half a period is a clear error
+    code, output, _ = _invoke(
+        "run", "--data-dir", str(small_data_dir), "--start", start, "--out", str(out)
+    )
+    assert code == 2 and "give both --start and --end" in output

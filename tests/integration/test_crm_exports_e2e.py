@@ -23,7 +23,12 @@ import httpx
 import pandas as pd
 import psutil
 import pytest
+from typer.testing import CliRunner
 
+from crm.exports.hubspot_writer import write_hubspot
+from crm.io import read_tables
+from crm.settings import forget_settings
+from crm_intel.cli import app
 from crm_intel.demo import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,13 +87,17 @@ class Deployment:
             "CRM_INTEL_TRAIN_BACKTEST_CUTOFFS": "0",
         }
 
-    def cli(self, *args: str) -> dict[str, Any]:
-        """Run a command with ``--json``; its last stdout line, parsed."""
-        done = subprocess.run(
-            _command(*args, "--json"), env=self.env, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+    def cli(self, *args: str, json_line: bool = True) -> Any:
+        """Run a command in this process (no start-up to pay) with this deployment's settings;
+        with ``--json``, its last stdout line, parsed."""
+        env = {k: v for k, v in self.env.items() if k.startswith(("CRM_INTEL_", "MLFLOW_"))}
+        forget_settings()  # settings read for another deployment's environment
+        try:
+            done = CliRunner().invoke(app, [*args, *(["--json"] if json_line else [])], env=env)
+        finally:
+            forget_settings()
+        assert done.exit_code == 0, done.output[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1]) if json_line else done
 
     def lead_auc(self) -> float:
         versions = self.cli("models", "list")["versions"]
@@ -99,14 +108,11 @@ class Deployment:
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The simulated CRM: its contract tables (raw/) and its Salesforce and HubSpot exports."""
     out = tmp_path_factory.mktemp("crm-exports") / "sim"
-    for export in SHAPES:
-        done = subprocess.run(
-            _command("simulate", *SIMULATION, "--format", export, "--out", str(out)),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    done = CliRunner().invoke(
+        app, ["simulate", *SIMULATION, "--format", "salesforce", "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    write_hubspot(read_tables(out / "raw"), out / "hubspot")  # what `--format hubspot` writes
     return out
 
 
@@ -183,14 +189,9 @@ def hubspot(crm: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportRun:
     """``quickstart --no-serve --from <hubspot export>``, then ``run nightly``."""
     run = Deployment(tmp_path_factory.mktemp("hubspot"))
     export = str(crm / "hubspot")
-    done = subprocess.run(
-        _command("quickstart", "--from", export, "--format", "hubspot", "--no-serve"),
-        env=run.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run.cli(
+        "quickstart", "--from", export, "--format", "hubspot", "--no-serve", json_line=False
     )
-    assert done.returncode == 0, done.stderr[-4000:]
     run.cli("run", "nightly", "--from", export, "--format", "hubspot")
     return ExportRun(run, None, done.stderr)
 

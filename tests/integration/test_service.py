@@ -467,34 +467,61 @@ def test_attribution_without_conversions_is_400(client):
     assert r.status_code == 400 and "conversion" in r.json()["error"]["message"]
 
 
-def test_attribution_for_a_period_reads_the_latest_run(client, settings):
-    period = {"start": "2026-01-01", "end": "2026-03-31"}
-    r = client.post("/attribution", json={"period": period}, headers=AUTH)
-    assert r.status_code == 404 and "attribution" in r.json()["error"]["message"]
-    run = settings.data_dir / "attribution" / "run-1"
-    run.mkdir(parents=True)
+def _stored_run(folder, start: str, end: str, email_share: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"period_start": start, "period_end": end}))
+    pd.DataFrame(
+        {
+            "model": ["markov_1"] * 2,
+            "level": ["channel"] * 2,
+            "channel": ["email", "event"],
+            "content_id": [None, None],
+            "conversions": [4 * email_share, 4 * (1 - email_share)],
+            "value": [40 * email_share, 40 * (1 - email_share)],
+            "share": [email_share, 1 - email_share],
+            "value_share": [email_share, 1 - email_share],
+            "std_error": [None, None],
+        }
+    ).to_parquet(folder / "credit.parquet")
+
+
+def test_attribution_for_a_period_is_exactly_that_periods_run(client, settings):
+    # given no run yet: the answer says so, in the API's words
+    quarter = {"start": "2026-01-01", "end": "2026-03-31"}
+    r = client.post("/attribution", json={"period": quarter}, headers=AUTH)
+    assert r.status_code == 404 and "no attribution run yet" in r.json()["error"]["message"]
+    folder = settings.data_dir / "attribution"
     try:
-        (run / "run.json").write_text(
-            json.dumps({"period_start": "2025-10-01", "period_end": "2026-06-30"})
-        )
-        pd.DataFrame(
-            {
-                "model": ["markov_1"] * 2,
-                "level": ["channel"] * 2,
-                "channel": ["email", "event"],
-                "content_id": [None, None],
-                "conversions": [3.0, 1.0],
-                "value": [30.0, 10.0],
-                "share": [0.75, 0.25],
-                "value_share": [0.75, 0.25],
-                "std_error": [None, None],
-            }
-        ).to_parquet(run / "credit.parquet")
-        body = client.post("/attribution", json={"period": period}, headers=AUTH).json()
-        assert body["source"] == "latest_run" and body["run"] == "run-1"
-        assert [c["channel"] for c in body["channels"]] == ["email", "event"]
+        # given a run of a year and a run of its first quarter
+        _stored_run(folder / "year", "2025-10-01", "2026-09-30", 0.75)
+        _stored_run(folder / "q1", "2026-01-01", "2026-03-31", 0.5)
+
+        # when the quarter is asked for, then its own run answers, not the year's
+        body = client.post("/attribution", json={"period": quarter}, headers=AUTH).json()
+        assert (body["run"], body["period"]) == ("q1", quarter)
+        assert [c["share"] for c in body["channels"]] == [0.5, 0.5]
+        year = {"start": "2025-10-01", "end": "2026-09-30"}
+        body = client.post("/attribution", json={"period": year}, headers=AUTH).json()
+        assert body["run"] == "year" and body["channels"][0]["share"] == 0.75
+
+        # and a period inside a run, overlapping one, or outside all is refused naming the
+        # periods there are, with the command to credit it and no server path
+        for start, end in [
+            ("2026-02-01", "2026-02-28"),  # inside both
+            ("2026-09-01", "2026-12-31"),  # overlapping the year
+            ("2027-01-01", "2027-03-31"),  # outside
+        ]:
+            r = client.post(
+                "/attribution", json={"period": {"start": start, "end": end}}, headers=AUTH
+            )
+            error = r.json()["error"]
+            assert (r.status_code, error["code"]) == (404, "no_attribution_run")
+            assert f"no attribution run is of {start} to {end}" in error["message"]
+            assert "2025-10-01 to 2026-09-30, 2026-01-01 to 2026-03-31" in error["message"]
+            assert f"attribution run --start {start} --end {end}" in error["fix"]
+            assert str(settings.data_dir) not in r.text and "/tmp" not in r.text
     finally:
-        shutil.rmtree(settings.data_dir / "attribution")
+        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------------ faults and swaps

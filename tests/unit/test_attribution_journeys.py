@@ -18,6 +18,7 @@ from training.attribution import (
     read_paths,
 )
 from training.attribution.errors import AttributionError
+from training.attribution.periods import ending_within
 
 pytestmark = pytest.mark.unit
 
@@ -196,3 +197,41 @@ def test_account_level_touches_are_not_part_of_lead_journeys() -> None:
     journeys = journeys_from_interactions(pd.concat([interactions, account_touch]), leads, opps)
     assert journeys.n_touches == 1
     assert np.array_equal(journeys.offsets, [0, 1])
+
+
+def test_journeys_ending_within_a_period_keep_their_whole_touches():
+    # given three leads: one converting in March, one in April, one never (last touch in March)
+    journeys = journeys_from_interactions(
+        *crm(
+            [
+                ("A", "2024-02-20", "email", "C1"),
+                ("A", "2024-03-05", "webinar", None),
+                ("B", "2024-03-25", "social", None),
+                ("B", "2024-04-02", "email", None),
+                ("N", "2024-03-10", "display", "C2"),
+            ],
+            {"A": "2024-03-06", "B": "2024-04-03", "N": None},
+            won=[("A", 100.0), ("B", 50.0)],
+        )
+    )
+
+    # when the journeys ending in March are kept
+    march = ending_within(
+        journeys, pd.Timestamp("2024-03-01").date(), pd.Timestamp("2024-03-31").date()
+    )
+
+    # then A (converted) and N (did not) with all their touches, even A's February one
+    assert list(march.journey_id) == ["A", "N"]
+    assert march.paths().tolist() == ["email > webinar", "display"]
+    assert (march.conversions.tolist(), march.value.tolist()) == ([1.0, 0.0], [100.0, 0.0])
+    assert march.touches_frame()["content_id"].fillna("-").tolist() == ["C1", "-", "C2"]
+    assert march.dropped == {"journeys_outside_period": 1}
+
+    # and a period with no journey, or journeys without times, are named errors
+    with pytest.raises(EmptyJourneysError, match="2025-01-01 to 2025-01-31"):
+        ending_within(
+            journeys, pd.Timestamp("2025-01-01").date(), pd.Timestamp("2025-01-31").date()
+        )
+    paths = paths_to_journeys(_paths([("email > webinar", 1, 10, 0)]))
+    with pytest.raises(AttributionError, match="no times"):
+        ending_within(paths, pd.Timestamp("2024-03-01").date(), pd.Timestamp("2024-03-31").date())
