@@ -23,7 +23,10 @@ from crm_intel.commands.importing import FormatOption, MappingOption
 def _stages(
     source: Path, export_format: str, mapping: Path | None, data_dir: Path
 ) -> list[tuple[str, list[str], bool]]:
-    """(what, the command's arguments, whether the quickstart stops when it fails)."""
+    """(what, the command's arguments, whether the quickstart stops when it fails).
+
+    Without the data (import, features) nothing else can run; a model the history is not enough
+    for (its sufficiency verdict says why) leaves the rest to do, and the API unserved."""
     where = ["--data-dir", str(data_dir)]
     attribution = data_dir / "attribution"
     mapped = ["--mapping", str(mapping)] if mapping is not None else []
@@ -36,8 +39,8 @@ def _stages(
         ("features", ["features", "build", *where], True),
         ("feature store", ["features", "apply", *where], True),
         ("online features", ["features", "materialize", *where], True),
-        ("lead model", ["train", "lead", *where], True),
-        ("churn model", ["train", "churn", *where], True),
+        ("lead model", ["train", "lead", *where], False),
+        ("churn model", ["train", "churn", *where], False),
         (
             "attribution",
             ["attribution", "run", "--out", str(attribution / "credit.parquet"), *where],
@@ -79,7 +82,7 @@ def quickstart(
     target = settings_for(data_dir).data_dir
     stages = _stages(from_, format_.lower(), mapping, target)
     command = typer.main.get_command(app)
-    skipped: list[str] = []
+    failed: list[str] = []
     total = len(stages) + serve
     for number, (what, args, required) in enumerate(stages, start=1):
         console.print(
@@ -87,28 +90,35 @@ def quickstart(
             highlight=False,
             soft_wrap=True,
         )
+        # not standalone: a command's exit comes back as its code instead of ending this one
         try:
-            command.main(args, prog_name="crm-intel", standalone_mode=False)
-        except click.exceptions.Exit as done:
-            if done.exit_code == 0:
-                continue
-            if required:
-                raise fail(
-                    f"quickstart stopped at {what} (crm-intel {escape(' '.join(args))}); "
-                    "the problem is above"
-                ) from None
-            skipped.append(what)
+            code = command.main(args, prog_name="crm-intel", standalone_mode=False)
         except click.ClickException as err:
             err.show()
-            raise fail(f"quickstart stopped at {what}") from None
-    for what in skipped:
-        console.print(f"[yellow]{what} did not complete (see above); the rest is ready[/]")
-    console.print(
-        f"[green]ready[/]: raw tables, features and models under {escape(str(target))}; "
-        f"attribution page {escape(str(target / 'attribution' / 'report.html'))}"
-    )
+            code = err.exit_code
+        if code in (None, 0):
+            continue
+        if required:
+            raise fail(
+                f"quickstart stopped at {what} (crm-intel {escape(' '.join(args))}); "
+                "the problem is above"
+            )
+        failed.append(what)
+    for what in failed:
+        console.print(f"[yellow]{what} did not complete: the reason is above[/]", highlight=False)
+    done = ", ".join(what for what, _, _ in stages if what not in failed)
+    console.print(f"[green]done[/]: {done} (under {escape(str(target))})", highlight=False)
+    models = {"lead model", "churn model"} & set(failed)
+    if models:
+        raise fail(
+            f"not serving: the scoring API needs both models ({' and '.join(sorted(models))} "
+            "did not train)",
+            code=1,
+        )
+    if failed:
+        raise typer.Exit(1)
     if serve:
-        console.print(f"[bold]── {len(stages) + 1}/{len(stages) + 1}: scoring API[/]")
+        console.print(f"[bold]── {total}/{total}: scoring API[/]")
         from crm_intel.commands.serving import serve as serve_api
 
         serve_api(port=port, host=None, data_dir=data_dir)

@@ -399,3 +399,26 @@ def test_a_salesforce_export_with_a_date_in_another_format_names_file_row_and_fi
     assert result.exit_code == 0, result.output
     assert _last_json(result)["format"] == "salesforce"
     assert (data_dir / "raw" / "source.json").is_file()
+
+
+@pytest.mark.skipif(not MAVEN.is_dir(), reason="the Maven CRM data set is not on this machine")
+def test_quickstart_stops_at_the_stage_that_fails_naming_it(tmp_path):
+    # given an export that imports but has no leads (Maven's: accounts and deals only)
+    data_dir = tmp_path / "data"
+
+    # when quickstart runs on it
+    result = CliRunner().invoke(
+        app,
+        ["quickstart", "--from", str(MAVEN), "--format", "maven", "--no-serve"],
+        env={
+            "CRM_INTEL_DATA_DIR": str(data_dir),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+        },
+    )
+
+    # then it imported, stopped at the features with their reason, and never said it was done
+    assert result.exit_code == 2
+    assert "── 1/8: import" in result.stderr and "table 'leads' is empty" in result.stderr
+    assert "quickstart stopped at features" in result.stderr
+    assert "done" not in result.stderr.split("stopped at features")[-1]
+    assert (data_dir / "raw" / "accounts.parquet").is_file()
