@@ -144,7 +144,7 @@ def _no_source(ctx: RunContext) -> str | None:
     return None if ctx.source is not None else "no --from folder given: raw tables kept as they are"
 
 
-def import_export(ctx: RunContext) -> Done:
+def import_step(ctx: RunContext) -> Done:
     """Import the export folder (``--format``'s shape) into ``raw/``, all or nothing."""
     from crm.contract import TABLES, ContractError
     from crm.importer import import_export
@@ -292,7 +292,7 @@ def monitor_step(ctx: RunContext) -> Done:
 
 
 NIGHTLY: tuple[Step, ...] = (
-    Step("import", import_export, skip=_no_source),
+    Step("import", import_step, skip=_no_source),
     Step("features_build", build_features),
     Step("features_apply", apply_features),
     Step("materialize", materialize_features),

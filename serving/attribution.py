@@ -96,7 +96,7 @@ def _runs(attribution_dir: Path) -> list[tuple[float, Path, date, date]]:
     return runs
 
 
-def latest_credit(
+def period_credit(
     attribution_dir: Path, start: date, end: date, models: Sequence[str] | None = None
 ) -> Credit:
     """The credit of exactly ``start``–``end``: the newest stored run of that period.

@@ -31,7 +31,7 @@ from crm.exports.common import SourceIds
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
 from serving import http_protocol, release
-from serving.attribution import NoAttributionRun, credit_for_paths, latest_credit
+from serving.attribution import NoAttributionRun, credit_for_paths, period_credit
 from serving.auth import KeyChecker, configured_keys
 from serving.champions import Champions
 from serving.gate import REQUEST_ID, Gate, KeyFirst, Limits, Route
@@ -441,7 +441,7 @@ class CRMIntel:
             if journeys is not None:
                 credit = credit_for_paths([j.model_dump() for j in journeys], models)
             else:
-                credit = latest_credit(
+                credit = period_credit(
                     self.settings.data_dir / "attribution", period.start, period.end, models
                 )
         except AttributionError as err:

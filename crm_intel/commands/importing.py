@@ -28,6 +28,17 @@ FormatOption = Annotated[
         case_sensitive=False,
     ),
 ]
+FromOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from",
+        help="Folder holding the CRM's export (its shape: --format).",
+        show_default=False,
+        exists=True,
+        file_okay=False,
+        resolve_path=True,
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -43,17 +54,7 @@ MappingOption = Annotated[
 
 
 def import_(
-    from_: Annotated[
-        Path | None,
-        typer.Option(
-            "--from",
-            help="Folder holding the export (see --format).",
-            show_default=False,
-            exists=True,
-            file_okay=False,
-            resolve_path=True,
-        ),
-    ] = None,
+    from_: FromOption = None,
     format_: FormatOption = "contract",
     mapping: MappingOption = None,
     maven: Annotated[

@@ -17,7 +17,7 @@ from crm_intel.commands.common import (
     fail,
     settings_for,
 )
-from crm_intel.commands.importing import FormatOption, MappingOption
+from crm_intel.commands.importing import FormatOption, FromOption, MappingOption
 
 app = typer.Typer(
     help="Scheduled runs: nightly import, features, scores and CRM write-back; retraining. One "
@@ -81,18 +81,7 @@ def _run(kind: str, day: datetime | None, data_dir: Path | None, json_: bool, **
 
 @app.command()
 def nightly(
-    from_: Annotated[
-        Path | None,
-        typer.Option(
-            "--from",
-            help="Export folder to import first (its shape: --format); without it the raw "
-            "tables are kept as they are.",
-            show_default=False,
-            exists=True,
-            file_okay=False,
-            resolve_path=True,
-        ),
-    ] = None,
+    from_: FromOption = None,
     format_: FormatOption = "contract",
     mapping: MappingOption = None,
     day: DateOption = None,
@@ -101,8 +90,9 @@ def nightly(
 ) -> None:
     """Import, features, batch scores and the CRM's write-back files.
 
-    Imports --from (when given), builds, applies and materialises the features, batch-scores
-    every lead and account into the score log (with trend), and writes
+    Imports --from (when given; without it the raw tables are kept as they are), builds,
+    applies and materialises the features, batch-scores every lead and account into the score
+    log (with trend), and writes
     DATA_DIR/writeback/leads.csv and accounts.csv: one row per open lead and live account, the
     id and the CRM's field names; for a Salesforce or HubSpot export, keyed by that CRM's ids
     (Id, Record ID), ready for its update import."""
