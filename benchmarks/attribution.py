@@ -73,7 +73,7 @@ HEURISTICS = {
 }
 
 
-def _timed(call: Any) -> tuple[Any, float]:
+def timed(call: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     result = call()
     return result, time.perf_counter() - started
@@ -122,7 +122,7 @@ def peer_rows(ca: Any, table: pd.DataFrame) -> list[dict[str, Any]]:
     """ChannelAttribution on the path table: shares per model and seconds."""
     quiet = io.StringIO()  # it prints a banner on each call
     with contextlib.redirect_stdout(quiet):
-        markov, markov_seconds = _timed(
+        markov, markov_seconds = timed(
             lambda: ca.markov_model(
                 table,
                 "path",
@@ -135,7 +135,7 @@ def peer_rows(ca: Any, table: pd.DataFrame) -> list[dict[str, Any]]:
                 flg_pro=False,
             )
         )
-        heuristic, heuristic_seconds = _timed(
+        heuristic, heuristic_seconds = timed(
             lambda: ca.heuristic_models(
                 table,
                 "path",
@@ -172,11 +172,11 @@ def one_seed(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     accounts = args.accounts or max(500, args.leads // 12)
     config = SimulationConfig(seed=seed, accounts=accounts, leads=args.leads, months=args.months)
-    sim, sim_seconds = _timed(lambda: simulate(config))
+    sim, sim_seconds = timed(lambda: simulate(config))
     truth = sim.truth["attribution_channels"].set_index("channel")["share"]
     tables = sim.tables
     del sim
-    (table, counts), table_seconds = _timed(functools.partial(path_table, tables))
+    (table, counts), table_seconds = timed(functools.partial(path_table, tables))
     del tables
     gc.collect()
     if seed == args.seeds[0]:  # one-time imports and caches, on both sides, outside the timing
@@ -185,7 +185,7 @@ def one_seed(
             run_model(paths_to_journeys(sample), name, ModelOptions(content=False))
         if ca is not None:
             peer_rows(ca, sample)
-    _, parse_seconds = _timed(lambda: paths_to_journeys(table))
+    _, parse_seconds = timed(lambda: paths_to_journeys(table))
     info = {
         "seed": seed,
         "leads": args.leads,
@@ -204,7 +204,7 @@ def one_seed(
     options = ModelOptions(content=False)
     rows = []
     for name in models:
-        result, seconds = _timed(
+        result, seconds = timed(
             lambda name=name: run_model(paths_to_journeys(table), name, options)
         )
         shares = result.channels.set_index("channel")["share"]
@@ -221,7 +221,7 @@ def one_seed(
     heuristics = [m for m in HEURISTICS.values() if m in models]
     if ca is not None and len(heuristics) == len(HEURISTICS):
         # the work of one heuristic_models call: parse once, first, last and linear touch
-        _, seconds = _timed(
+        _, seconds = timed(
             lambda: [
                 run_model(j, m, options) for j in [paths_to_journeys(table)] for m in heuristics
             ]

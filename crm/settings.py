@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # `crm-intel train`: rolling cutoffs of the short back-test run before registering (0: none;
     # the held-out test, the gate and the registered figures do not depend on it)
     train_backtest_cutoffs: int = Field(default=3, ge=0)
+    # attribution run: bootstrap replicates behind each credit share's 90 % interval (0: none)
+    attribution_bootstrap: int = Field(default=20, ge=0)
     # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
     # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

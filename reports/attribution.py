@@ -11,9 +11,6 @@ and tests use the same numbers the page shows; this module only draws and lays o
 
 from __future__ import annotations
 
-import html
-import io
-import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,10 +18,13 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from crm.io import atomic_file
+from reports.attribution_trust import trust_section
+from reports.svg_charts import PALETTE
+from reports.svg_charts import figure as _figure
+from reports.svg_charts import html_table as _table
+from reports.svg_charts import svg as _svg
 from training.attribution.credit import Attribution
 from training.attribution.evaluate import tvd_table
 from training.attribution.journeys import NO_CONTENT, Journeys
@@ -37,40 +37,6 @@ from training.attribution.summaries import (
     time_to_conversion,
     top_paths,
 )
-
-PALETTE = (
-    "#2f6fb0",
-    "#e07b39",
-    "#3a9a5b",
-    "#c44e52",
-    "#8172b3",
-    "#937860",
-    "#da8bc3",
-    "#8c8c8c",
-    "#ccb974",
-    "#64b5cd",
-    "#1b3a5c",
-)
-
-
-# ----------------------------------------------------------------------------- charts
-def _svg(fig: Figure, key: str) -> str:
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    text = buffer.getvalue()
-    text = text[text.index("<svg") :]
-    # Several inline SVGs share one DOM: make their ids unique per chart.
-    text = re.sub(r'id="([^"]+)"', rf'id="{key}-\1"', text)
-    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{key}-\1)", text)
-    return re.sub(r'href="#([^"]+)"', rf'href="#{key}-\1"', text)
-
-
-def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(width, height), dpi=100)
-    ax = fig.add_subplot()
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(labelsize=9)
-    return fig, ax
 
 
 def _shorten(text: str, width: int = 48) -> str:
@@ -131,23 +97,6 @@ def _compact(x: float) -> str:
         if abs(x) >= bound:
             return f"{x / bound:.1f}{suffix}"
     return f"{x:,.0f}" if abs(x) >= 10 else f"{x:,.1f}"
-
-
-def _table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for _, row in frame.iterrows():
-        cells = []
-        for column in frame.columns:
-            value = row[column]
-            text = (
-                formats[column].format(value)
-                if column in formats and pd.notna(value)
-                else ("–" if pd.isna(value) else str(value))
-            )
-            cells.append(f"<td>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 # ----------------------------------------------------------------------------- page
@@ -427,6 +376,7 @@ def build_report(
     title: str = "Attribution report",
     top: int = 15,
     content_names: Mapping[str, str] | None = None,
+    intervals: pd.DataFrame | None = None,
 ) -> str:
     """Render the report page.
 
@@ -439,6 +389,8 @@ def build_report(
         title: page title.
         top: how many paths and content items to show.
         content_names: content id → title, to label content charts.
+        intervals: bootstrap intervals of the channel shares
+            (:func:`training.attribution.models.model_intervals`), for the trust section.
 
     Returns:
         The HTML page, self-contained.
@@ -464,7 +416,9 @@ def build_report(
                 "value": f"{dropped['conversions_without_touch']:,.0f}",
             }
         )
+    trust = trust_section(results, intervals)
     sections = [
+        *([trust] if trust else []),
         _channel_section(results, truth),
         _content_section(results, top, content_names),
         _paths_section(journeys, min(top, 10)),

@@ -53,9 +53,22 @@ def _channel_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             "value": float(r["value"]),
             "share": float(r["share"]),
             "value_share": float(r["value_share"]),
+            **_interval(r),
         }
         for r in rows.to_dict("records")
     ]
+
+
+def _interval(row: dict[str, Any]) -> dict[str, Any]:
+    """The share's bootstrap interval from a credit table row (all None when it has none)."""
+    low, high = row.get("share_low"), row.get("share_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return {"share_low": None, "share_high": None, "includes_zero": None}
+    return {
+        "share_low": float(low),
+        "share_high": float(high),
+        "includes_zero": bool(row.get("includes_zero")),
+    }
 
 
 def credit_for_paths(paths: Sequence[dict[str, Any]], models: Sequence[str]) -> Credit:

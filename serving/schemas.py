@@ -305,6 +305,7 @@ AttributionModel = Literal[
     "markov_3",
     "shapley",
     "data_driven",
+    "data_driven_shapley",
 ]
 
 
@@ -313,7 +314,7 @@ class AttributionRequest(Strict):
 
     journeys: Annotated[list[JourneyPath], Field(min_length=1, max_length=MAX_PATHS)] | None = None
     period: Period | None = None
-    models: Annotated[list[AttributionModel], Field(min_length=1, max_length=10)] = Field(
+    models: Annotated[list[AttributionModel], Field(min_length=1, max_length=11)] = Field(
         default_factory=lambda: list[AttributionModel](["markov_1"])
     )
 
@@ -331,6 +332,17 @@ class ChannelCredit(BaseModel):
     value: float
     share: float
     value_share: float
+    share_low: float | None = Field(
+        None,
+        description="Lower end of the share's 90 % bootstrap interval (journeys resampled): "
+        "sampling spread, not model bias. Null when the run computed no intervals.",
+    )
+    share_high: float | None = Field(None, description="Upper end of that interval.")
+    includes_zero: bool | None = Field(
+        None,
+        description="The interval includes zero: the data cannot tell this channel's "
+        "effect from none.",
+    )
 
 
 class AttributionResponse(BaseModel):

@@ -42,7 +42,7 @@ ModelsOption = Annotated[
         "--models",
         help="Comma-separated models (default: all): first_touch, "
         "last_touch, linear, time_decay, position_based, markov_1, markov_2, markov_3, "
-        "shapley, data_driven.",
+        "shapley, data_driven, data_driven_shapley.",
     ),
 ]
 LookbackOption = Annotated[
@@ -54,6 +54,16 @@ LookbackOption = Annotated[
 ]
 HalfLifeOption = Annotated[
     float, typer.Option("--half-life-days", help="Half-life of the time-decay model.")
+]
+BootstrapOption = Annotated[
+    int | None,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        help="Bootstrap replicates behind each channel share's 90 % interval (0: no intervals). "
+        "Default: the attribution_bootstrap setting (20).",
+        show_default=False,
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sampled and learned models.")]
 StartOption = Annotated[
@@ -86,9 +96,11 @@ def _prepare(
     half_life_days: float,
     seed: int,
     period: tuple[date, date] | None = None,
-) -> tuple[Any, list[Any], dict | None, Any]:
+    bootstrap: int | None = None,
+) -> tuple[Any, list[Any], dict | None, Any, Any]:
     """Journeys (those ending in ``period`` when given), model results, truth (when the data
-    dir has it) and settings."""
+    dir has it), settings and the bootstrap intervals (``bootstrap`` replicates; None: the
+    settings' ``attribution_bootstrap``)."""
     from training.attribution import (
         ModelOptions,
         load_journeys,
@@ -96,12 +108,14 @@ def _prepare(
         read_truth,
         run_model,
     )
+    from training.attribution.models import model_intervals
     from training.attribution.periods import ending_within
 
     settings = settings_for(data_dir)
     names = parse_models(models)
     options = ModelOptions(half_life_days=half_life_days, seed=seed)
-    with progress("attribution", total=len(names) + 1) as advance:
+    replicates = settings.attribution_bootstrap if bootstrap is None else bootstrap
+    with progress("attribution", total=len(names) + 1 + replicates) as advance:
         advance("journeys", 0)
         journeys = load_journeys(
             raw_dir=None if paths else settings.raw_dir, paths=paths, lookback_days=lookback_days
@@ -114,8 +128,13 @@ def _prepare(
             advance(name, 0)
             results.append(run_model(journeys, name, options))
             advance(name)
+        if replicates:
+            advance(f"bootstrap intervals ({replicates} replicates)", 0)
+        intervals = model_intervals(
+            journeys, names, options, replicates, on_replicate=lambda _: advance("bootstrap")
+        )
     truth = None if paths else read_truth(settings.truth_dir)
-    return journeys, results, truth, settings
+    return journeys, results, truth, settings, intervals
 
 
 SHORT_NAMES = {
@@ -129,6 +148,7 @@ SHORT_NAMES = {
     "markov_3": "mk3",
     "shapley": "shapley",
     "data_driven": "data",
+    "data_driven_shapley": "data-shap",
 }
 
 
@@ -154,6 +174,9 @@ def _print_channels(results: list[Any], summary: dict[str, Any]) -> None:
             "TVD vs truth", *(f"{summary['tvd'][r.model]:.3f}" for r in results), style="bold"
         )
     console.print(table)
+    advice = summary.get("recommended")
+    if advice:
+        console.print(f"[bold]Which model to trust:[/bold] {advice['reason']}")
     dropped = summary["dropped"]
     if dropped.get("conversions_without_touch"):
         console.print(
@@ -217,28 +240,30 @@ def run(
     seed: SeedOption = 0,
     start: StartOption = None,
     end: EndOption = None,
+    bootstrap: BootstrapOption = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Credit conversions and revenue to channels and content items under each model.
 
     Writes one row per (model, channel) and per (model, content item): model, level, channel or
-    content_id, conversions, value, share, value_share, std_error; and run.json beside it with
-    the period credited, which the API serves (POST /attribution with that period).
+    content_id, conversions, value, share, value_share, std_error, and on channel rows the
+    bootstrap interval of the share (share_low, share_high, includes_zero); and run.json beside
+    it with the period credited, which the API serves (POST /attribution with that period).
     """
     from training.attribution import credit_table, run_summary, write_credit_table
 
     started = time.perf_counter()
     period = _period(start, end)
     try:
-        journeys, results, truth, _ = _prepare(
-            data_dir, paths, models, lookback_days, half_life_days, seed, period
+        journeys, results, truth, _, intervals = _prepare(
+            data_dir, paths, models, lookback_days, half_life_days, seed, period, bootstrap
         )
     except _errors() as err:
         raise fail(str(err)) from None
-    table = credit_table(results)
+    table = credit_table(results, intervals)
     write_credit_table(table, out)
-    summary = run_summary(journeys, results, truth)
+    summary = run_summary(journeys, results, truth, intervals)
     covered = write_run_metadata(journeys, summary, out, period)
     summary.update(
         out=str(out),
@@ -261,6 +286,7 @@ def report(
     lookback_days: LookbackOption = 90.0,
     half_life_days: HalfLifeOption = 7.0,
     seed: SeedOption = 0,
+    bootstrap: BootstrapOption = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -270,16 +296,18 @@ def report(
 
     started = time.perf_counter()
     try:
-        journeys, results, truth, settings = _prepare(
-            data_dir, paths, models, lookback_days, half_life_days, seed
+        journeys, results, truth, settings, intervals = _prepare(
+            data_dir, paths, models, lookback_days, half_life_days, seed, bootstrap=bootstrap
         )
         costs = None if paths else load_content_costs(settings.raw_dir)
         names = None if paths else load_content_names(settings.raw_dir)
     except _errors() as err:
         raise fail(str(err)) from None
-    page = build_report(journeys, results, costs=costs, truth=truth, content_names=names)
+    page = build_report(
+        journeys, results, costs=costs, truth=truth, content_names=names, intervals=intervals
+    )
     write_report(page, out)
-    summary = run_summary(journeys, results, truth)
+    summary = run_summary(journeys, results, truth, intervals)
     summary.update(
         out=str(out),
         bytes=len(page.encode("utf-8")),

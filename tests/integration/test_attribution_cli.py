@@ -56,6 +56,8 @@ def test_run_on_the_data_dir_reports_tvd_against_simulated_truth(
         str(small_data_dir),
         "--models",
         "last_touch,linear,data_driven",
+        "--bootstrap",
+        "8",
         "--out",
         str(out),
         "--json",
@@ -63,6 +65,18 @@ def test_run_on_the_data_dir_reports_tvd_against_simulated_truth(
     assert code == 0, output
     table = pd.read_parquet(out)
     assert set(table["level"]) == {"channel", "content"}
+    # every channel share has its bootstrap interval; content rows have none
+    channels = table[table["level"] == "channel"]
+    assert channels["share_low"].notna().all() and channels["includes_zero"].notna().all()
+    assert (channels["share_low"] <= channels["share_high"]).all()
+    assert table.loc[table["level"] == "content", "share_low"].isna().all()
+    assert payload["intervals"]["replicates"] == 8
+    # the recommended model, its evidence and the words the report shows
+    advice = payload["recommended"]
+    assert advice["model"] == "data_driven" and len(advice["candidates"]) == 4
+    assert set(advice["disagreement"]) == {"last_touch", "linear"}
+    assert "not whether a model's way of crediting is right" in advice["reason"]
+    assert "Which model to trust" in output
     content = table[table["level"] == "content"]
     assert content.groupby("model")["conversions"].sum().to_numpy() == pytest.approx(
         payload["conversions"]
@@ -95,7 +109,7 @@ def test_report_writes_a_page_with_its_charts(tmp_path: Path, small_data_dir: Pa
         "--json",
     )
     assert code == 0, output
-    assert out.exists() and payload["charts"] == 10
+    assert out.exists() and payload["charts"] == 10  # no data-driven model: no trust section
     assert payload["bytes"] == len(out.read_bytes())
 
 

@@ -68,9 +68,10 @@ def test_report_renders_every_chart_without_console_errors(
     pytest.importorskip("websockets", reason="the websockets package drives Chromium")
     # when the page is opened from disk
     charts, errors, screenshot = open_in_chromium(report_file, tmp_path)
-    # then no console error, ten charts each drawn with a size and shapes, and a screenshot
+    # then no console error, eleven charts each drawn with a size and shapes, and a screenshot
     assert errors == []
     assert [c["id"] for c in charts] == [
+        "trust-intervals",
         "channel-headline",
         "channel-models",
         "content-models",

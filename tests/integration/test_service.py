@@ -467,10 +467,10 @@ def test_attribution_without_conversions_is_400(client):
     assert r.status_code == 400 and "conversion" in r.json()["error"]["message"]
 
 
-def _stored_run(folder, start: str, end: str, email_share: float) -> None:
+def _stored_run(folder, start: str, end: str, email_share: float, intervals=False) -> None:
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"period_start": start, "period_end": end}))
-    pd.DataFrame(
+    table = pd.DataFrame(
         {
             "model": ["markov_1"] * 2,
             "level": ["channel"] * 2,
@@ -482,7 +482,12 @@ def _stored_run(folder, start: str, end: str, email_share: float) -> None:
             "value_share": [email_share, 1 - email_share],
             "std_error": [None, None],
         }
-    ).to_parquet(folder / "credit.parquet")
+    )
+    if intervals:  # a run with bootstrap intervals (event's includes zero)
+        table["share_low"] = [email_share - 0.1, 0.0]
+        table["share_high"] = [email_share + 0.1, 1 - email_share + 0.2]
+        table["includes_zero"] = pd.array([False, True], dtype="boolean")
+    table.to_parquet(folder / "credit.parquet")
 
 
 def test_attribution_for_a_period_is_exactly_that_periods_run(client, settings):
@@ -494,15 +499,22 @@ def test_attribution_for_a_period_is_exactly_that_periods_run(client, settings):
     try:
         # given a run of a year and a run of its first quarter
         _stored_run(folder / "year", "2025-10-01", "2026-09-30", 0.75)
-        _stored_run(folder / "q1", "2026-01-01", "2026-03-31", 0.5)
+        _stored_run(folder / "q1", "2026-01-01", "2026-03-31", 0.5, intervals=True)
 
         # when the quarter is asked for, then its own run answers, not the year's
         body = client.post("/attribution", json={"period": quarter}, headers=AUTH).json()
         assert (body["run"], body["period"]) == ("q1", quarter)
         assert [c["share"] for c in body["channels"]] == [0.5, 0.5]
+        assert [
+            (c["share_low"], c["share_high"], c["includes_zero"]) for c in body["channels"]
+        ] == [
+            (0.4, 0.6, False),
+            (0.0, 0.7, True),
+        ]
         year = {"start": "2025-10-01", "end": "2026-09-30"}
         body = client.post("/attribution", json={"period": year}, headers=AUTH).json()
         assert body["run"] == "year" and body["channels"][0]["share"] == 0.75
+        assert body["channels"][0]["share_low"] is None  # a run without intervals
 
         # and a period inside a run, overlapping one, or outside all is refused naming the
         # periods there are, with the command to credit it and no server path

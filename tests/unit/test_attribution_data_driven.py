@@ -1,47 +1,38 @@
-"""The learned model credits the channel that moves conversion, not the one that is merely there."""
+"""The learned model credits the channel that moves conversion, not the one that is merely there,
+and its form is chosen by held-out likelihood."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from planted_paths import planted_paths
 
+from simulator.journey_families import sample_family
 from training.attribution import Journeys, paths_to_journeys
-from training.attribution.data_driven import data_driven, journey_features
+from training.attribution.data_driven import (
+    CANDIDATES,
+    Candidate,
+    data_driven,
+    fit_conversion_model,
+    journey_folds,
+    refit,
+)
+from training.attribution.families import family_journeys
 
 pytestmark = pytest.mark.unit
 
 
 def planted(n: int = 6000, seed: int = 0) -> Journeys:
     """Each touch on "good" adds to the conversion odds; "noise" touches change nothing."""
-    rng = np.random.default_rng(seed)
-    good = rng.poisson(0.8, n)
-    noise = rng.poisson(1.5, n)
-    keep = good + noise > 0
-    good, noise = good[keep], noise[keep]
-    p = 1 / (1 + np.exp(-(-3.0 + 1.2 * good)))
-    converted = rng.random(len(p)) < p
-    paths = [
-        " > ".join(rng.permutation(["good"] * g + ["noise"] * z))
-        for g, z in zip(good, noise, strict=True)
-    ]
-    return paths_to_journeys(
-        pd.DataFrame(
-            {
-                "path": paths,
-                "total_conversions": converted.astype(int),
-                "total_conversion_value": np.where(converted, 100.0, 0.0),
-                "total_null": (~converted).astype(int),
-            }
-        )
+    return planted_paths(
+        n,
+        seed,
+        lambda good: 1 / (1 + np.exp(-(-3.0 + 1.2 * good))),
+        good_mean=0.8,
+        noise=lambda rng, size: rng.poisson(1.5, size),
+        value=100.0,
     )
-
-
-def test_features_count_touches_per_channel() -> None:
-    journeys = paths_to_journeys(
-        pd.DataFrame({"path": ["a > b > a", "b"], "total_conversions": [1, 0]})
-    )
-    assert journey_features(journeys).tolist() == [[2.0, 1.0], [0.0, 1.0]]
 
 
 def test_credit_goes_to_the_channel_that_moves_conversion() -> None:
@@ -54,14 +45,60 @@ def test_credit_goes_to_the_channel_that_moves_conversion() -> None:
     assert share["good"] > 0.9
     assert result.channels["conversions"].sum() == pytest.approx(journeys.total_conversions)
     assert result.channels["value"].sum() == pytest.approx(journeys.total_value)
-    assert result.details["holdout_auc"] > 0.7
+    assert result.details["cv_auc"] > 0.7
     assert result.details["fallback"] is False
 
 
-def test_same_seed_gives_the_same_credit() -> None:
+def test_bags_of_touches_choose_the_simplest_form() -> None:
+    # given journeys where only the number of "good" touches matters, in any order
+    model = fit_conversion_model(planted())
+    table = model.cross_validation
+    # then every candidate was scored and the chosen one is the first within one standard
+    # error of the best held-out log-loss
+    assert len(table) == len(CANDIDATES)
+    best = table["cv_log_loss"].min()
+    within = table[
+        table["cv_log_loss"] <= best + table.loc[table["cv_log_loss"].idxmin(), "standard_error"]
+    ]
+    assert table.loc[table["chosen"], "candidate"].item() == within["candidate"].iloc[0]
+
+
+def test_order_in_the_journeys_chooses_a_form_that_sees_it() -> None:
+    # given journeys where a sales touch after a webinar converts far more (the order family)
+    journeys = family_journeys(sample_family("order", 20_000, seed=2))
+    model = fit_conversion_model(journeys)
+    # then the counts-only form loses on held-out likelihood
+    assert model.candidate.feature_set == "sequence"
+    table = model.cross_validation.set_index("candidate")
+    assert table.loc["boosted stumps on touch counts", "cv_log_loss"] > model.cv_log_loss
+
+
+def test_crm_journeys_never_see_features_measured_from_their_end() -> None:
+    from dataclasses import replace
+
+    journeys = replace(planted(3000), ends_at_conversion=True)
+    model = fit_conversion_model(journeys, candidates=(Candidate("sequence", "logistic"),))
+    assert model.candidate.feature_set == "order"
+    assert not any(n.startswith(("last[", "recency[")) for n in model.feature_names)
+
+
+def test_folds_split_a_path_rows_journeys() -> None:
+    conv, null = journey_folds(np.array([30.0, 0.0, 1.0]), np.array([60.0, 5.0, 0.0]), 3, seed=1)
+    assert conv.sum(axis=1).tolist() == [30.0, 0.0, 1.0]
+    assert null.sum(axis=1).tolist() == [60.0, 5.0, 0.0]
+    assert (conv[0] > 0).sum() == 3  # a row of 30 conversions lands in every fold
+
+
+def test_same_seed_gives_the_same_credit_and_a_given_model_is_not_refitted() -> None:
     journeys = planted(2000, seed=1)
     a, b = data_driven(journeys, random_state=3), data_driven(journeys, random_state=3)
     assert a.channels["conversions"].tolist() == b.channels["conversions"].tolist()
+    model = a.details["conversion_model"]
+    again = data_driven(journeys, model=model)
+    assert again.details["conversion_model"] is model
+    assert again.channels["conversions"].tolist() == a.channels["conversions"].tolist()
+    refitted = refit(model, journeys)
+    assert refitted.candidate == model.candidate and refitted.rounds == model.rounds
 
 
 def test_without_non_converting_journeys_credit_is_split_evenly_and_flagged() -> None:
@@ -74,7 +111,7 @@ def test_without_non_converting_journeys_credit_is_split_evenly_and_flagged() ->
             }
         )
     )
-    result = data_driven(journeys, validation_fraction=0)
+    result = data_driven(journeys)
     assert result.details["fallback"] is True
     assert dict(
         zip(result.channels["channel"], result.channels["conversions"], strict=True)

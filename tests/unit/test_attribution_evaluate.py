@@ -57,7 +57,7 @@ def test_tvd_table_scores_each_model_against_the_true_shares() -> None:
 
 def test_model_names_accept_aliases_and_refuse_unknown_ones() -> None:
     assert parse_models("last, markov,linear_touch,last") == ["last_touch", "markov_1", "linear"]
-    assert len(parse_models(None)) == 10
+    assert len(parse_models(None)) == 11
     with pytest.raises(UnknownModelError, match="unknown model 'magic'"):
         parse_models("last,magic")
     with pytest.raises(UnknownModelError, match="no model given"):
@@ -79,6 +79,9 @@ def test_credit_table_has_one_row_per_model_and_channel() -> None:
         "share",
         "value_share",
         "std_error",
+        "share_low",
+        "share_high",
+        "includes_zero",
     ]
     assert table[["model", "channel"]].astype(str).values.tolist() == [
         ["first_touch", "a"],

@@ -1,173 +1,368 @@
-"""Data-driven attribution: removal in a learned conversion model.
+"""Data-driven attribution: removal in a learned conversion model, chosen by cross-validation.
 
-A gradient-boosted classifier learns the probability that a journey converts from how many
-touches it had on each channel. By default its trees are stumps, so the model is additive in the
-log-odds: one monotone curve per channel (a generalised additive model), which needs far fewer
-journeys than a model of channel interactions. A converted journey then credits channel ``c``
-with the share of its conversion the model says would be lost without that channel's touches,
-``1 - p(journey without c) / p(journey)`` (never below 0), which is the counterfactual that the
-simulator's ground truth also uses. The per-journey losses are summed per channel and scaled so
-that the credit sums to the total conversions (and, weighting each journey by its revenue, to
-the total revenue). Within a journey a channel's credit is split evenly over its touches, which
-is how content items are credited.
+A model learns the probability that a journey converts. Its form is chosen from a few candidates
+(:data:`CANDIDATES`, simplest first: boosted stumps on touch counts; a noisy-OR, a logistic
+regression and boosted trees on order, repeats and recency) by the **cross-validated conversion
+log-likelihood on the journeys themselves**: journeys are split into folds (a path row's counts
+split among the folds, so every fold holds journeys, not paths), each candidate is fitted on all
+folds but one and scored on the one left out (boosting also picks its rounds there), and the
+simplest candidate within one standard error of the best held-out log-loss wins. That criterion
+exists on real data; no truth is used. Journeys built from the CRM's interactions end at their
+conversion, so there the candidates see order and repeats but nothing measured from the end
+(:func:`for_journeys`).
 
-The model is monotone by default: an extra touch never lowers the predicted probability, a
-prior that keeps noise from producing negative credit. Identical journeys (same channel counts)
-are pooled with weights before training, so a million journeys train on far fewer rows.
+A converted journey then credits channel ``c`` with the share of its conversion the model says
+would be lost without ``c``'s touches, ``1 - p(journey without c) / p(journey)``, the journey's
+features recomputed without those touches (the counterfactual the simulators' truth also uses).
+The losses are summed per channel (signed, so that noise around a channel of no effect cancels
+instead of piling up), a channel's negative sum counts as 0, and the credit is scaled to sum to
+the total conversions (and, weighting each journey by its revenue, to the total revenue). Within
+a journey a channel's credit is split evenly over its touches, which is how content items are
+credited. Identical feature rows are pooled with weights before training, so a million journeys
+without times train on far fewer rows.
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from lightgbm import LGBMClassifier
 from sklearn.metrics import roc_auc_score
 
+from training.attribution.conversion_learners import (
+    MAX_ROUNDS,
+    Boosted,
+    Logistic,
+    NoisyOr,
+)
 from training.attribution.credit import Attribution, from_touch_credit, require_conversions
+from training.attribution.journey_features import (
+    days_before_last_touch,
+    feature_names,
+    journey_matrix,
+)
 from training.attribution.journeys import Journeys
 
-
-def journey_features(journeys: Journeys) -> np.ndarray:
-    """Per journey, its number of touches on each channel: ``(n_journeys, n_channels)``."""
-    n, k = journeys.n_journeys, len(journeys.channels)
-    flat = journeys.touch_journey * k + journeys.channel
-    return np.bincount(flat, minlength=n * k).reshape(n, k).astype(np.float64)
-
-
-def _pool(features: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Unique feature rows, the index of each row's unique row, and summed weights."""
-    if len(features) == 0:
-        return (features, np.zeros(0, dtype=np.int64), *(np.zeros(0) for _ in weights))
-    frame = pd.DataFrame(features.astype(np.int64))
-    inverse = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
-    n_unique = int(inverse.max()) + 1
-    first = np.full(n_unique, len(inverse), dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(len(inverse)))
-    pooled = tuple(np.bincount(inverse, weights=w, minlength=n_unique) for w in weights)
-    return (features[first], inverse, *pooled)
+LEARNER_NAMES = {
+    "boosted": "boosted trees",
+    "logistic": "logistic regression",
+    "noisy_or": "noisy-OR",
+}
+FEATURE_SET_NAMES = {
+    "counts": "touch counts",
+    "order": "order and repeats",
+    "sequence": "order, repeats and recency",
+}
 
 
-def _training_rows(features: np.ndarray, conversions: np.ndarray, nulls: np.ndarray):
-    unique, _, conv, null = _pool(features, conversions, nulls)
-    x = np.vstack([unique, unique])
-    y = np.concatenate([np.ones(len(unique)), np.zeros(len(unique))])
-    w = np.concatenate([conv, null])
-    keep = w > 0
-    return x[keep], y[keep], w[keep]
+@dataclass(frozen=True)
+class Candidate:
+    """A conversion model the cross-validation may choose.
 
-
-def _classifier(
-    n_features: int,
-    monotone: bool,
-    random_state: int,
-    n_estimators: int,
-    learning_rate: float,
-    num_leaves: int,
-    min_child_weight: float,
-) -> LGBMClassifier:
-    return LGBMClassifier(
-        n_estimators=n_estimators,
-        learning_rate=learning_rate,
-        num_leaves=num_leaves,
-        min_child_weight=min_child_weight,
-        min_child_samples=1,
-        monotone_constraints=[1] * n_features if monotone else None,
-        random_state=random_state,
-        n_jobs=1,  # threads only contend on small pooled data; one is faster and deterministic
-        verbose=-1,
-    )
-
-
-def data_driven(
-    journeys: Journeys,
-    n_estimators: int = 300,
-    learning_rate: float = 0.1,
-    num_leaves: int = 2,
-    min_child_weight: float = 20.0,
-    monotone: bool = True,
-    validation_fraction: float = 0.2,
-    random_state: int = 0,
-) -> Attribution:
-    """Credit by removal of each channel in a learned conversion model.
-
-    Args:
-        journeys: the journeys to learn from and to credit.
-        n_estimators: boosting rounds.
-        learning_rate: boosting learning rate.
-        num_leaves: leaves per tree; 2 (stumps, the default) makes the model additive in the
-            log-odds, one curve per channel, which recovered the simulator's truth best.
-        min_child_weight: minimum journeys (summed weight) in a leaf.
-        monotone: constrain the probability to grow with every channel's touch count.
-        validation_fraction: share of journeys held out once to report the model's ROC AUC
-            (0 to skip); the credited model is refitted on all journeys.
-        random_state: seed of the hold-out split and of the booster.
-
-    Returns:
-        Credit per channel and content item; ``details`` holds ``holdout_auc`` and
-        ``removal_effects`` (per channel, the conversions lost in the model before scaling).
+    Attributes:
+        feature_set: ``"counts"`` or ``"sequence"`` (see :mod:`journey_features`).
+        learner: ``"boosted"``, ``"logistic"`` or ``"noisy_or"`` (see
+            :mod:`training.attribution.conversion_learners`).
+        num_leaves: boosting: leaves per tree; 2 (stumps) keeps the model additive in the
+            log-odds; more lets features interact (a pair's order, targeting, saturation).
+        min_child_weight: boosting: minimum summed hessian in a leaf.
+        l2: logistic: inverse strength ``C`` of the L2 penalty.
     """
-    require_conversions(journeys)
-    features = journey_features(journeys)
+
+    feature_set: str
+    learner: str = "boosted"
+    num_leaves: int = 2
+    min_child_weight: float = 20.0
+    l2: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """How reports name it, e.g. "noisy-OR on order, repeats and recency"."""
+        learner = LEARNER_NAMES[self.learner]
+        if self.learner == "boosted":
+            learner = "boosted stumps" if self.num_leaves == 2 else "boosted trees"
+        return f"{learner} on {FEATURE_SET_NAMES[self.feature_set]}"
+
+    def learner_for(self, n_channels: int, rounds: int, seed: int) -> Any:
+        if self.learner == "logistic":
+            return Logistic(self.feature_set, n_channels, self.l2, seed)
+        if self.learner == "noisy_or":
+            return NoisyOr(self.feature_set, n_channels)
+        if self.learner == "boosted":
+            return Boosted(
+                self.feature_set, n_channels, self.num_leaves, self.min_child_weight, rounds, seed
+            )
+        raise ValueError(f"unknown learner {self.learner!r}")
+
+
+CANDIDATES: tuple[Candidate, ...] = (  # simplest first: the one-standard-error rule's order
+    Candidate("counts"),
+    Candidate("sequence", "noisy_or"),
+    Candidate("sequence", "logistic"),
+    Candidate("sequence", "boosted", num_leaves=8),
+)
+
+
+@dataclass(eq=False)
+class ConversionModel:
+    """A fitted conversion model over journeys: the chosen candidate and its booster.
+
+    ``cross_validation`` holds one row per candidate: ``candidate``, ``rounds`` (best),
+    ``cv_log_loss`` (mean per journey at that round), ``chosen``.
+    """
+
+    candidate: Candidate
+    channels: tuple[str, ...]
+    timed: bool
+    classifier: Any
+    rounds: int
+    cv_log_loss: float
+    cv_auc: float
+    cross_validation: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return feature_names(self.candidate.feature_set, self.channels, self.timed)
+
+    def probability(
+        self, journeys: Journeys, keep: np.ndarray | None = None, days: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per journey, the predicted probability of conversion (from the touches where
+        ``keep``); a model that saw only converting journeys predicts 1."""
+        if self.classifier is None:
+            return np.ones(journeys.n_journeys)
+        x = journey_matrix(journeys, self.candidate.feature_set, keep, days)
+        return self.classifier.probability(x)
+
+
+def _pool(x: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Unique rows of ``x`` and the summed weights of their duplicates."""
+    if len(x) == 0:
+        return (x, *(np.zeros(0) for _ in weights))
+    hashes = pd.util.hash_pandas_object(pd.DataFrame(x), index=False).to_numpy()
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    return (x[first], *(np.bincount(inverse, weights=w, minlength=len(first)) for w in weights))
+
+
+def _rows(x: np.ndarray, conversions: np.ndarray, nulls: np.ndarray):
+    """Training rows: each feature row once as converted (weight: conversions) and once as not
+    (weight: nulls), rows of weight 0 left out."""
+    unique, conv, null = _pool(x, conversions, nulls)
+    rows = np.vstack([unique[conv > 0], unique[null > 0]])
+    y = np.r_[np.ones(int((conv > 0).sum())), np.zeros(int((null > 0).sum()))]
+    return rows, y, np.r_[conv[conv > 0], null[null > 0]]
+
+
+def journey_folds(
+    conversions: np.ndarray, nulls: np.ndarray, folds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and fold, the conversions and non-conversions that fall in that fold.
+
+    A row with integer counts (a lead, or a path row standing for many journeys) has its
+    journeys split among the folds at random; rows with fractional weights go whole to one fold.
+    """
+    rng = np.random.default_rng(seed)
+    even = np.full(folds, 1.0 / folds)
+    integral = np.all(conversions == np.round(conversions)) and np.all(nulls == np.round(nulls))
+    if integral:
+        conv = rng.multinomial(conversions.astype(np.int64), even).astype(np.float64)
+        null = rng.multinomial(nulls.astype(np.int64), even).astype(np.float64)
+        return conv, null
+    one = np.eye(folds)[rng.integers(folds, size=len(conversions))]
+    return one * conversions[:, None], one * nulls[:, None]
+
+
+@dataclass
+class _Scored:
+    """A candidate's cross-validation: best rounds, mean held-out log-loss, per-row held-out
+    losses (summed over the row's journeys) and held-out predictions for the AUC."""
+
+    candidate: Candidate
+    rounds: int
+    loss: float
+    row_loss: np.ndarray
+    held_out: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _cross_validate(
+    candidate: Candidate,
+    x: np.ndarray,
+    conv: np.ndarray,
+    null: np.ndarray,
+    n_channels: int,
+    seed: int,
+) -> _Scored | None:
+    """Fit on all folds but one, score the one left out, for every fold; None when a fold has
+    only one outcome."""
+    folds = conv.shape[1]
+    fitted = []
+    for fold in range(folds):
+        train_conv = conv.sum(axis=1) - conv[:, fold]
+        train_null = null.sum(axis=1) - null[:, fold]
+        tx, ty, tw = _rows(x, train_conv, train_null)
+        hx, hy, hw = _rows(x, conv[:, fold], null[:, fold])
+        if len(np.unique(ty)) < 2 or len(np.unique(hy)) < 2:
+            return None
+        model = candidate.learner_for(n_channels, MAX_ROUNDS, seed)
+        fitted.append(model.fit(tx, ty, tw, held_out=(hx, hy, hw)))
+    shortest = min(len(m.curve_) for m in fitted)
+    weights = conv.sum(axis=0) + null.sum(axis=0)
+    curve = np.sum([m.curve_[:shortest] * w for m, w in zip(fitted, weights, strict=True)], axis=0)
+    curve = curve / weights.sum()
+    rounds = int(np.argmin(curve)) + 1
+    row_loss = np.zeros(len(x))
+    ys, ps, ws = [], [], []
+    for fold, model in enumerate(fitted):
+        p = np.clip(model.probability(x, rounds), 1e-12, 1 - 1e-12)
+        row_loss += -conv[:, fold] * np.log(p) - null[:, fold] * np.log1p(-p)
+        ys += [np.ones(len(x)), np.zeros(len(x))]
+        ps += [p, p]
+        ws += [conv[:, fold], null[:, fold]]
+    held = (np.concatenate(ys), np.concatenate(ps), np.concatenate(ws))
+    return _Scored(candidate, rounds, float(curve[rounds - 1]), row_loss, held)
+
+
+def _standard_error(values: np.ndarray, weight: np.ndarray) -> float:
+    """Standard error of the weighted mean per-journey value (e.g. held-out log-loss), with the
+    rows (a lead's journey, or a path row and the journeys it stands for) as units."""
+    total = weight.sum()
+    mean = values.sum() / total
+    n = int((weight > 0).sum())
+    if n < 2:
+        return 0.0
+    residual = values - mean * weight
+    return float(np.sqrt(n / (n - 1) * (residual**2).sum()) / total)
+
+
+def for_journeys(candidate: Candidate, journeys: Journeys) -> Candidate:
+    """The candidate as it applies to these journeys: journeys that end at their conversion
+    (built from the CRM's interactions) get the ``order`` features instead of ``sequence``.
+    Their last touches are the ones a conversion followed, by construction, while the others
+    end wherever their touches stop; features measured from the end (last touch, recency,
+    exposure) would tell the model the outcome, not what caused it."""
+    if candidate.feature_set == "sequence" and journeys.ends_at_conversion:
+        return replace(candidate, feature_set="order")
+    return candidate
+
+
+def fit_conversion_model(
+    journeys: Journeys,
+    candidates: tuple[Candidate, ...] = CANDIDATES,
+    folds: int = 3,
+    seed: int = 0,
+) -> ConversionModel:
+    """Choose among ``candidates`` by cross-validated log-likelihood and refit on all journeys.
+
+    The rule is the one-standard-error rule (Breiman et al.'s for CART, glmnet's
+    ``lambda.1se``): the first candidate, in the order given (simplest first), whose held-out
+    log-loss is within one standard error of the best one's (the standard error of the best
+    one's mean held-out log-loss per journey). A more complex form has to predict unseen
+    journeys better by more than the estimate's own noise to be chosen.
+
+    Journeys without a touch are left out: they have nothing to credit and tell the model only
+    the base rate.
+    """
     has_touch = journeys.lengths > 0
     conversions = np.where(has_touch, journeys.conversions, 0.0)
     nulls = np.where(has_touch, journeys.nulls, 0.0)
-    n_channels = features.shape[1]
-    make = functools.partial(
-        _classifier,
-        n_channels,
-        monotone=monotone,
-        random_state=random_state,
-        n_estimators=n_estimators,
-        learning_rate=learning_rate,
-        num_leaves=num_leaves,
-        min_child_weight=min_child_weight,
+    n_channels = len(journeys.channels)
+    split_conv, split_null = journey_folds(conversions, nulls, folds, seed)
+    days = days_before_last_touch(journeys)
+    timed = days is not None
+    matrices: dict[str, np.ndarray] = {}
+    scored: list[_Scored] = []
+    for template in candidates:
+        candidate = for_journeys(template, journeys)
+        if candidate.feature_set not in matrices:
+            matrices[candidate.feature_set] = journey_matrix(
+                journeys, candidate.feature_set, days=days
+            ).astype(np.float32)
+        x = matrices[candidate.feature_set]
+        result = _cross_validate(candidate, x, split_conv, split_null, n_channels, seed)
+        if result is not None:
+            scored.append(result)
+    columns = ["candidate", "rounds", "cv_log_loss", "standard_error", "chosen"]
+    if not scored:  # every journey converted (or none did): no contrast to learn from
+        table = pd.DataFrame(columns=columns)
+        return ConversionModel(
+            CANDIDATES[0], journeys.channels, timed, None, 0, np.nan, np.nan, table
+        )
+    weight = conversions + nulls
+    best = min(scored, key=lambda r: r.loss)
+    error = _standard_error(best.row_loss, weight)
+    chosen = next(r for r in scored if r.loss <= best.loss + error)
+    table = pd.DataFrame(
+        [
+            (r.candidate.name, r.rounds, r.loss, _standard_error(r.row_loss, weight), r is chosen)
+            for r in scored
+        ],
+        columns=columns,
     )
-    details: dict[str, object] = {}
-    if validation_fraction > 0:
-        rng = np.random.default_rng(random_state)
-        held = rng.random(journeys.n_journeys) < validation_fraction
-        x, y, w = _training_rows(features[~held], conversions[~held], nulls[~held])
-        hx, hy, hw = _training_rows(features[held], conversions[held], nulls[held])
-        if len(np.unique(y)) == 2 and len(np.unique(hy)) == 2:
-            probe = make().fit(x, y, sample_weight=w)
-            details["holdout_auc"] = float(
-                roc_auc_score(hy, _positive(probe, hx), sample_weight=hw)
-            )
-    x, y, w = _training_rows(features, conversions, nulls)
-    # When every journey converted there is no contrast to learn from: no touch changes the odds.
-    model = make().fit(x, y, sample_weight=w) if len(np.unique(y)) == 2 else None
+    y, p, w = chosen.held_out
+    auc = float(roc_auc_score(y, p, sample_weight=w))
+    tx, ty, tw = _rows(matrices[chosen.candidate.feature_set], conversions, nulls)
+    model = chosen.candidate.learner_for(n_channels, chosen.rounds, seed).fit(tx, ty, tw)
+    return ConversionModel(
+        chosen.candidate, journeys.channels, timed, model, chosen.rounds, chosen.loss, auc, table
+    )
 
-    converted = np.flatnonzero(conversions > 0)
-    unique, inverse, _ = _pool(features[converted], conversions[converted])
-    if model is None:
-        lost = np.zeros_like(unique)
-    else:
-        base = _positive(model, unique)
-        lost = np.zeros_like(unique)
-        for c in range(n_channels):
-            has = unique[:, c] > 0
-            if not has.any():
-                continue
-            removed = unique[has].copy()
-            removed[:, c] = 0
-            without = _positive(model, removed)
-            lost[has, c] = np.clip(1.0 - without / base[has], 0.0, 1.0)
-    journey_lost = lost[inverse]  # per converted journey and channel, the fraction lost
-    present = (features[converted] > 0).astype(float)
+
+def refit(model: ConversionModel, journeys: Journeys, seed: int = 0) -> ConversionModel:
+    """The same candidate with the same rounds, fitted on other journeys (a bootstrap sample):
+    no cross-validation, so the replicate varies the data and not the choice."""
+    if model.classifier is None:
+        return model
+    has_touch = journeys.lengths > 0
+    k = len(journeys.channels)
+    x = journey_matrix(journeys, model.candidate.feature_set).astype(np.float32)
+    tx, ty, tw = _rows(
+        x, np.where(has_touch, journeys.conversions, 0.0), np.where(has_touch, journeys.nulls, 0.0)
+    )
+    if len(np.unique(ty)) < 2:
+        return replace(model, classifier=None)
+    learner = model.candidate.learner_for(k, model.rounds, seed)
+    return replace(model, classifier=learner.fit(tx, ty, tw))
+
+
+def removal_fractions(model: ConversionModel, journeys: Journeys) -> np.ndarray:
+    """Per journey and channel, ``1 - p(journey without the channel) / p(journey)``, signed;
+    0 where the journey has no touch of the channel."""
+    n, k = journeys.n_journeys, len(journeys.channels)
+    lost = np.zeros((n, k))
+    if model.classifier is None or n == 0:
+        return lost
+    days = days_before_last_touch(journeys)
+    base = model.probability(journeys, days=days)
+    present = journey_matrix(journeys, "counts") > 0
+    for c in range(k):
+        has = present[:, c]
+        if not has.any():
+            continue
+        without = model.probability(journeys, keep=journeys.channel != c, days=days)
+        lost[has, c] = 1.0 - without[has] / base[has]
+    return lost
+
+
+def credit_from_fractions(
+    journeys: Journeys, model_name: str, converted: np.ndarray, lost: np.ndarray, details: dict
+) -> Attribution:
+    """Credit from per-journey lost fractions of the converted journeys (rows of ``lost``).
+
+    A channel's credit is its weighted sum of lost fractions, a negative sum counting as 0;
+    within the channel it goes to the journeys where its fraction is positive, and within a
+    journey evenly to the channel's touches. Scaled to the total conversions (revenue).
+    """
+    counts = journey_matrix(journeys, "counts")[converted]
+    present = (counts > 0).astype(float)
     even = present / np.maximum(present.sum(axis=1, keepdims=True), 1.0)
-    conv_total = float(conversions.sum())
-    value_total = float(journeys.value[converted].sum())
-    details["removal_effects"] = (journey_lost * conversions[converted][:, None]).sum(axis=0)
-    # When the model sees no channel matter (e.g. every journey converted), split evenly.
-    conv_lost, conv_scale, conv_even = _credit(
-        journey_lost, even, conversions[converted], conv_total
-    )
-    value_lost, value_scale, _ = _credit(journey_lost, even, journeys.value[converted], value_total)
+    conv_lost, conv_even = _credit(lost, even, journeys.conversions[converted])
+    value_lost, _ = _credit(lost, even, journeys.value[converted])
     details["fallback"] = conv_even
+    details["removal_effects"] = (lost * journeys.conversions[converted][:, None]).sum(axis=0)
+    details["channels"] = list(journeys.channels)
 
-    # Spread each (journey, channel) credit evenly over that channel's touches in the journey.
     row_of_journey = np.full(journeys.n_journeys, -1)
     row_of_journey[converted] = np.arange(len(converted))
     touch_row = row_of_journey[journeys.touch_journey]
@@ -175,25 +370,62 @@ def data_driven(
     touch_conv = np.zeros(journeys.n_touches)
     touch_value = np.zeros(journeys.n_touches)
     rows, channel = touch_row[on], journeys.channel[on]
-    count = features[converted][rows, channel]
-    touch_conv[on] = conv_lost[rows, channel] / count * conv_scale
-    touch_value[on] = value_lost[rows, channel] / count * value_scale
-    return from_touch_credit(journeys, "data_driven", touch_conv, touch_value, details)
+    count = counts[rows, channel]
+    touch_conv[on] = conv_lost[rows, channel] / count * journeys.conversions[converted].sum()
+    touch_value[on] = value_lost[rows, channel] / count * journeys.value[converted].sum()
+    return from_touch_credit(journeys, model_name, touch_conv, touch_value, details)
 
 
-def _positive(model: LGBMClassifier, x: np.ndarray) -> np.ndarray:
-    """Predicted probability of conversion."""
-    return np.asarray(model.predict_proba(x))[:, 1]
-
-
-def _credit(
-    fraction: np.ndarray, even: np.ndarray, weight: np.ndarray, total: float
-) -> tuple[np.ndarray, float, bool]:
-    """Weighted lost fractions and the factor scaling them to ``total``; even split if none."""
-    lost = fraction * weight[:, None]
-    raw = float(lost.sum())
-    if raw > 0:
-        return lost, total / raw, False
+def _credit(fraction: np.ndarray, even: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Per (journey, channel), its part of the whole credit (summing to 1); ``True`` when no
+    channel had a positive effect and the credit was split evenly instead."""
+    signed = fraction * weight[:, None]
+    per_channel = np.clip(signed.sum(axis=0), 0.0, None)
+    positive = np.clip(signed, 0.0, None)
+    spread = positive.sum(axis=0)
+    if per_channel.sum() > 0:
+        part = np.divide(positive, spread, out=np.zeros_like(positive), where=spread > 0)
+        part = part * per_channel / per_channel.sum()
+        return part, False
     lost = even * weight[:, None]
-    raw = float(lost.sum())
-    return lost, (total / raw if raw > 0 else 0.0), True
+    total = float(lost.sum())
+    return (lost / total if total > 0 else lost), True
+
+
+def data_driven(
+    journeys: Journeys,
+    candidates: tuple[Candidate, ...] = CANDIDATES,
+    folds: int = 3,
+    random_state: int = 0,
+    model: ConversionModel | None = None,
+) -> Attribution:
+    """Credit by removal of each channel in the conversion model chosen by cross-validation.
+
+    Args:
+        journeys: the journeys to learn from and to credit.
+        candidates: the models the cross-validation chooses from.
+        folds: cross-validation folds.
+        random_state: seed of the folds and of the booster.
+        model: an already fitted conversion model to credit with (no fitting then).
+
+    Returns:
+        Credit per channel and content item; ``details`` holds ``model`` (the chosen candidate),
+        ``cv_log_loss``, ``cv_auc`` (held-out ROC AUC at the chosen round),
+        ``cross_validation`` (every candidate's figures), ``conversion_model`` and
+        ``removal_effects`` (per channel, the conversions lost in the model before scaling).
+    """
+    require_conversions(journeys)
+    if model is None:
+        model = fit_conversion_model(journeys, candidates, folds, random_state)
+    converted = np.flatnonzero((journeys.conversions > 0) & (journeys.lengths > 0))
+    is_converted = np.zeros(journeys.n_journeys, dtype=bool)
+    is_converted[converted] = True
+    lost = removal_fractions(model, journeys.select(is_converted))
+    details: dict[str, object] = {
+        "model": model.candidate.name,
+        "cv_log_loss": model.cv_log_loss,
+        "cv_auc": model.cv_auc,
+        "cross_validation": model.cross_validation,
+        "conversion_model": model,
+    }
+    return credit_from_fractions(journeys, "data_driven", converted, lost, details)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -83,6 +83,9 @@ class Journeys:
         converted_at: per journey, conversion time, NaT when it did not convert, or None.
         dropped: counts of what was left out and why (see the module docstring).
         source: where the journeys came from, for messages.
+        ends_at_conversion: a converting journey stops at its conversion and the others at
+            their last touch (journeys built from the CRM's interactions), so how a journey ends
+            depends on its outcome.
     """
 
     journey_id: np.ndarray
@@ -99,6 +102,7 @@ class Journeys:
     converted_at: np.ndarray | None = None
     dropped: Mapping[str, float] = field(default_factory=dict)
     source: str = ""
+    ends_at_conversion: bool = False
 
     @property
     def n_journeys(self) -> int:
@@ -153,6 +157,30 @@ class Journeys:
     def total_journeys(self) -> float:
         """Journeys counted with their weights (conversions + nulls per row)."""
         return float(self.conversions.sum() + self.nulls.sum())
+
+    def select(self, keep: np.ndarray) -> Journeys:
+        """The journeys where ``keep`` (a boolean per journey), with their touches."""
+        touches = np.repeat(keep, self.lengths)
+
+        def per_touch(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[touches]
+
+        def per_journey(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[keep]
+
+        return replace(
+            self,
+            journey_id=self.journey_id[keep],
+            offsets=np.concatenate([[0], np.cumsum(self.lengths[keep])]).astype(self.offsets.dtype),
+            channel=self.channel[touches],
+            conversions=self.conversions[keep],
+            value=self.value[keep],
+            nulls=self.nulls[keep],
+            content=per_touch(self.content),
+            touched_at=per_touch(self.touched_at),
+            ended_at=per_journey(self.ended_at),
+            converted_at=per_journey(self.converted_at),
+        )
 
     def paths(self, sep: str = " > ") -> pd.Series:
         """Per journey, its channels joined by ``sep``."""
@@ -559,4 +587,5 @@ def journeys_from_interactions(
         converted_at=np.where(conv > 0, ended, NAT).astype("datetime64[ns]"),
         dropped=dropped,
         source="interactions",
+        ends_at_conversion=True,
     )

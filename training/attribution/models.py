@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from training.attribution.credit import Attribution
-from training.attribution.data_driven import data_driven
+from training.attribution.data_driven import ConversionModel, data_driven, fit_conversion_model
 from training.attribution.errors import UnknownModelError
 from training.attribution.heuristics import (
     first_touch,
@@ -18,8 +19,10 @@ from training.attribution.heuristics import (
     position_based,
     time_decay,
 )
+from training.attribution.intervals import DEFAULT_LEVEL, bootstrap_intervals
 from training.attribution.journeys import Journeys
 from training.attribution.markov import markov
+from training.attribution.model_shapley import model_shapley
 from training.attribution.shapley import MAX_EXACT_PLAYERS, shapley
 
 
@@ -37,6 +40,22 @@ class ModelOptions:
     shapley_permutations: int = 200
     seed: int = 0
     content: bool = True
+    conversion_model: ConversionModel | None = None  # fitted already: credit without fitting
+
+
+# The data-driven model and model-based Shapley credit with one fitted conversion model: fitted
+# once per journeys object and seed (journeys are immutable, so the object is the key).
+_FITTED: weakref.WeakKeyDictionary[Journeys, dict[int, ConversionModel]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def conversion_model(journeys: Journeys, seed: int = 0) -> ConversionModel:
+    """The conversion model chosen by cross-validation for ``journeys`` (fitted once per seed)."""
+    per_seed = _FITTED.setdefault(journeys, {})
+    if seed not in per_seed:
+        per_seed[seed] = fit_conversion_model(journeys, seed=seed)
+    return per_seed[seed]
 
 
 def _registry() -> dict[str, Callable[[Journeys, ModelOptions], Attribution]]:
@@ -58,7 +77,16 @@ def _registry() -> dict[str, Callable[[Journeys, ModelOptions], Attribution]]:
             o.seed,
             o.content,
         ),
-        "data_driven": lambda j, o: data_driven(j, random_state=o.seed),
+        "data_driven": lambda j, o: data_driven(
+            j, random_state=o.seed, model=o.conversion_model or conversion_model(j, o.seed)
+        ),
+        "data_driven_shapley": lambda j, o: model_shapley(
+            j,
+            o.conversion_model or conversion_model(j, o.seed),
+            o.shapley_max_exact,
+            o.shapley_permutations,
+            o.seed,
+        ),
     }
 
 
@@ -73,6 +101,8 @@ ALIASES = {
     "u_shaped": "position_based",
     "data-driven": "data_driven",
     "datadriven": "data_driven",
+    "model_shapley": "data_driven_shapley",
+    "shapley_model": "data_driven_shapley",
 }
 
 
@@ -115,6 +145,33 @@ def run_models(
     return [run_model(journeys, name, options) for name in parse_models(models)]
 
 
+def model_intervals(
+    journeys: Journeys,
+    models: Iterable[str],
+    options: ModelOptions | None = None,
+    replicates: int = 20,
+    level: float = DEFAULT_LEVEL,
+    on_replicate: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Bootstrap intervals of every model's channel shares
+    (:func:`training.attribution.intervals.bootstrap_intervals`); the data-driven models refit
+    the conversion model chosen on ``journeys``."""
+    options = options or ModelOptions()
+    names = parse_models(models)
+    learned = any(name in ("data_driven", "data_driven_shapley") for name in names)
+    chosen = options.conversion_model or (
+        conversion_model(journeys, options.seed) if learned else None
+    )
+    channel_only = replace(options, content=False)
+
+    def run(sample: Journeys, model: ConversionModel | None) -> list[Attribution]:
+        return [
+            run_model(sample, name, replace(channel_only, conversion_model=model)) for name in names
+        ]
+
+    return bootstrap_intervals(journeys, run, chosen, replicates, level, options.seed, on_replicate)
+
+
 CREDIT_TABLE_COLUMNS = (
     "model",
     "level",
@@ -125,16 +182,23 @@ CREDIT_TABLE_COLUMNS = (
     "share",
     "value_share",
     "std_error",
+    "share_low",
+    "share_high",
+    "includes_zero",
 )
 
 
-def credit_table(results: Iterable[Attribution]) -> pd.DataFrame:
+def credit_table(
+    results: Iterable[Attribution], intervals: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per (model, channel) and per (model, content item).
 
     Columns: ``model``, ``level`` (``"channel"`` or ``"content"``), ``channel`` (null on content
     rows), ``content_id`` (null on channel rows), ``conversions`` and ``value`` credited,
-    ``share`` and ``value_share`` within the model and level, and ``std_error`` of
-    ``conversions`` (null unless the model sampled).
+    ``share`` and ``value_share`` within the model and level, ``std_error`` of
+    ``conversions`` (null unless the model sampled), and on channel rows the bootstrap
+    interval of the share (``share_low``, ``share_high``, ``includes_zero``; null without
+    ``intervals`` from :func:`model_intervals`).
     """
     frames = []
     for result in results:
@@ -154,6 +218,25 @@ def credit_table(results: Iterable[Attribution]) -> pd.DataFrame:
         table[column] = table[column].astype("string")
     if "std_error" not in table:
         table["std_error"] = np.nan
+    table = _with_intervals(table, intervals)
     table["model"] = table["model"].astype("string")
     table["level"] = table["level"].astype("string")
     return table[list(CREDIT_TABLE_COLUMNS)]
+
+
+def _with_intervals(table: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
+    keys = ["model", "channel"]
+    if intervals is None or intervals.empty:
+        table["share_low"] = np.nan
+        table["share_high"] = np.nan
+        table["includes_zero"] = pd.array([pd.NA] * len(table), dtype="boolean")
+        return table
+    found = intervals[[*keys, "share_low", "share_high", "includes_zero"]].astype(
+        {"model": "string", "channel": "string"}
+    )
+    merged = table.merge(found, on=keys, how="left")
+    content = merged["level"] == "content"
+    merged.loc[content, ["share_low", "share_high"]] = np.nan
+    merged["includes_zero"] = merged["includes_zero"].astype("boolean")
+    merged.loc[content, "includes_zero"] = pd.NA
+    return merged

@@ -34,26 +34,4 @@ def ending_within(journeys: Journeys, start: date, end: date) -> Journeys:
         raise EmptyJourneysError(
             f"no journey of {journeys.source or 'the data'} ends from {start} to {end}"
         )
-    touches = np.repeat(keep, journeys.lengths)
-    lengths = journeys.lengths[keep]
-
-    def per_touch(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[touches]
-
-    def per_journey(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[keep]
-
-    return replace(
-        journeys,
-        journey_id=journeys.journey_id[keep],
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(journeys.offsets.dtype),
-        channel=journeys.channel[touches],
-        conversions=journeys.conversions[keep],
-        value=journeys.value[keep],
-        nulls=journeys.nulls[keep],
-        content=per_touch(journeys.content),
-        touched_at=per_touch(journeys.touched_at),
-        ended_at=per_journey(journeys.ended_at),
-        converted_at=per_journey(journeys.converted_at),
-        dropped={"journeys_outside_period": int((~keep).sum())},
-    )
+    return replace(journeys.select(keep), dropped={"journeys_outside_period": int((~keep).sum())})

@@ -11,12 +11,14 @@ import pandas as pd
 from crm.io import atomic_file, read_table
 from training.attribution.credit import Attribution
 from training.attribution.evaluate import tvd_table
+from training.attribution.intervals import DEFAULT_LEVEL
 from training.attribution.journeys import (
     DEFAULT_LOOKBACK_DAYS,
     Journeys,
     journeys_from_interactions,
     read_paths,
 )
+from training.attribution.recommend import recommendation
 from training.attribution.summaries import content_costs
 
 
@@ -85,8 +87,10 @@ def run_summary(
     journeys: Journeys,
     results: Sequence[Attribution],
     truth: dict[str, pd.DataFrame] | None = None,
+    intervals: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Totals of a run, and each model's TVD against truth when given (for ``--json``)."""
+    """Totals of a run, the recommended model and why, the bootstrap intervals, and each
+    model's TVD against truth when given (for ``--json``)."""
     summary: dict[str, Any] = {
         "source": journeys.source,
         "journeys": journeys.n_journeys,
@@ -106,6 +110,15 @@ def run_summary(
             for r in results
         },
     }
+    advice = recommendation(results, intervals)
+    if advice is not None:
+        summary["recommended"] = advice
+    if intervals is not None and not intervals.empty:
+        summary["intervals"] = {
+            "level": DEFAULT_LEVEL,
+            "replicates": int(intervals["replicates"].max()),
+            "note": "bootstrap over journeys: sampling spread, not model bias",
+        }
     if truth is not None and results:
         table = tvd_table(results, truth)
         summary["tvd"] = dict(zip(table["model"], table["tvd"].round(4), strict=True))
