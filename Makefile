@@ -77,9 +77,12 @@ bench-features: $(STAMP) ## Benchmark: feature build, training set, materialize,
 bench-train: $(STAMP) ## Benchmark: train on 1M lead snapshots (vs sklearn HistGradientBoosting)
 	$(BIN)/python benchmarks/train.py
 
-bench-attribution: $(STAMP) ## Benchmark: 1M journeys per model (vs ChannelAttribution; needs the bench extra)
+bench-attribution: $(STAMP) ## Benchmark: 1M journeys per model and the journey families (vs ChannelAttribution; bench extra)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python benchmarks/attribution.py
+	$(BIN)/python benchmarks/attribution_families.py --journeys 120000 --seeds 1 2 3 --bootstrap 20
+	$(BIN)/python benchmarks/attribution_families.py --journeys 1000000 --seeds 1 --no-candidates \
+		--out benchmarks/results/attribution-families-1m.json
 
 bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow models serve), loopback only
 	$(BIN)/python benchmarks/serve.py
