@@ -41,8 +41,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -70,10 +68,6 @@ MODELS = (
 )
 
 
-def _shares(result: Any) -> pd.Series:
-    return result.channels.set_index(result.channels["channel"].astype(str))["share"]
-
-
 def one(family: str, seed: int, args: argparse.Namespace, ca: Any) -> dict[str, Any]:
     sample = sample_family(family, args.journeys, seed)
     truth = sample.truth.set_index("channel")["share"]
@@ -94,7 +88,7 @@ def one(family: str, seed: int, args: argparse.Namespace, ca: Any) -> dict[str, 
     row["cross_validation"] = chosen.cross_validation.round(6).to_dict(orient="records")
     for name in MODELS:
         result, seconds = timed(lambda name=name: run_model(journeys, name, options))
-        row["tvd"][name] = round(total_variation_distance(_shares(result), truth), 4)
+        row["tvd"][name] = round(total_variation_distance(result.by_channel["share"], truth), 4)
         row["seconds"][name] = round(seconds, 2)
     # each candidate alone, at the rounds its cross-validation chose
     table = chosen.cross_validation
@@ -109,7 +103,7 @@ def one(family: str, seed: int, args: argparse.Namespace, ca: Any) -> dict[str, 
         )
         result = run_model(journeys, "data_driven", replace(options, conversion_model=alone))
         row["candidates_tvd"][candidate.name] = round(
-            total_variation_distance(_shares(result), truth), 4
+            total_variation_distance(result.by_channel["share"], truth), 4
         )
     best = min(row["candidates_tvd"].values(), default=float("nan"))
     row["chosen_minus_truth_best"] = round(row["tvd"]["data_driven"] - best, 4)

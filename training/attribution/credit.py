@@ -34,6 +34,11 @@ class Attribution:
     content: pd.DataFrame
     details: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def by_channel(self) -> pd.DataFrame:
+        """``channels`` indexed by channel name (a string)."""
+        return self.channels.set_index(self.channels["channel"].astype(str))
+
 
 def require_conversions(journeys: Journeys) -> None:
     """Raise :class:`EmptyJourneysError` when there is nothing to credit."""

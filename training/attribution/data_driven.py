@@ -247,6 +247,16 @@ def for_journeys(candidate: Candidate, journeys: Journeys) -> Candidate:
     return candidate
 
 
+def _touched_outcomes(journeys: Journeys) -> tuple[np.ndarray, np.ndarray]:
+    """Per journey its conversions and non-conversions, 0 for journeys without a touch: they
+    have nothing to credit and tell a model only the base rate."""
+    has_touch = journeys.lengths > 0
+    return (
+        np.where(has_touch, journeys.conversions, 0.0),
+        np.where(has_touch, journeys.nulls, 0.0),
+    )
+
+
 def fit_conversion_model(
     journeys: Journeys,
     candidates: tuple[Candidate, ...] = CANDIDATES,
@@ -264,9 +274,7 @@ def fit_conversion_model(
     Journeys without a touch are left out: they have nothing to credit and tell the model only
     the base rate.
     """
-    has_touch = journeys.lengths > 0
-    conversions = np.where(has_touch, journeys.conversions, 0.0)
-    nulls = np.where(has_touch, journeys.nulls, 0.0)
+    conversions, nulls = _touched_outcomes(journeys)
     n_channels = len(journeys.channels)
     split_conv, split_null = journey_folds(conversions, nulls, folds, seed)
     days = days_before_last_touch(journeys)
@@ -314,12 +322,9 @@ def refit(model: ConversionModel, journeys: Journeys, seed: int = 0) -> Conversi
     no cross-validation, so the replicate varies the data and not the choice."""
     if model.classifier is None:
         return model
-    has_touch = journeys.lengths > 0
     k = len(journeys.channels)
     x = journey_matrix(journeys, model.candidate.feature_set).astype(np.float32)
-    tx, ty, tw = _rows(
-        x, np.where(has_touch, journeys.conversions, 0.0), np.where(has_touch, journeys.nulls, 0.0)
-    )
+    tx, ty, tw = _rows(x, *_touched_outcomes(journeys))
     if len(np.unique(ty)) < 2:
         return replace(model, classifier=None)
     learner = model.candidate.learner_for(k, model.rounds, seed)
@@ -345,16 +350,29 @@ def removal_fractions(model: ConversionModel, journeys: Journeys) -> np.ndarray:
     return lost
 
 
+def converted_journeys(journeys: Journeys) -> tuple[np.ndarray, Journeys]:
+    """The indices of the converted journeys with a touch (the ones credit goes to), and those
+    journeys alone."""
+    is_converted = (journeys.conversions > 0) & (journeys.lengths > 0)
+    return np.flatnonzero(is_converted), journeys.select(is_converted)
+
+
 def credit_from_fractions(
-    journeys: Journeys, model_name: str, converted: np.ndarray, lost: np.ndarray, details: dict
+    journeys: Journeys,
+    model_name: str,
+    converted: np.ndarray,
+    subset: Journeys,
+    lost: np.ndarray,
+    details: dict,
 ) -> Attribution:
-    """Credit from per-journey lost fractions of the converted journeys (rows of ``lost``).
+    """Credit from per-journey lost fractions of the converted journeys (``converted`` and
+    ``subset`` from :func:`converted_journeys`; rows of ``lost``).
 
     A channel's credit is its weighted sum of lost fractions, a negative sum counting as 0;
     within the channel it goes to the journeys where its fraction is positive, and within a
     journey evenly to the channel's touches. Scaled to the total conversions (revenue).
     """
-    counts = journey_matrix(journeys, "counts")[converted]
+    counts = journey_matrix(subset, "counts")
     present = (counts > 0).astype(float)
     even = present / np.maximum(present.sum(axis=1, keepdims=True), 1.0)
     conv_lost, conv_even = _credit(lost, even, journeys.conversions[converted])
@@ -417,10 +435,8 @@ def data_driven(
     require_conversions(journeys)
     if model is None:
         model = fit_conversion_model(journeys, candidates, folds, random_state)
-    converted = np.flatnonzero((journeys.conversions > 0) & (journeys.lengths > 0))
-    is_converted = np.zeros(journeys.n_journeys, dtype=bool)
-    is_converted[converted] = True
-    lost = removal_fractions(model, journeys.select(is_converted))
+    converted, subset = converted_journeys(journeys)
+    lost = removal_fractions(model, subset)
     details: dict[str, object] = {
         "model": model.candidate.name,
         "cv_log_loss": model.cv_log_loss,
@@ -428,4 +444,4 @@ def data_driven(
         "cross_validation": model.cross_validation,
         "conversion_model": model,
     }
-    return credit_from_fractions(journeys, "data_driven", converted, lost, details)
+    return credit_from_fractions(journeys, "data_driven", converted, subset, lost, details)

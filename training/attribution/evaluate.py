@@ -57,7 +57,7 @@ def tvd_table(results: Iterable[Attribution], truth: dict[str, pd.DataFrame]) ->
     true_content = truth.get("content")
     rows = []
     for result in results:
-        estimated = result.channels.set_index(result.channels["channel"].astype(str))
+        estimated = result.by_channel
         row = {
             "model": result.model,
             "tvd": total_variation_distance(estimated["share"], true_channels["share"]),

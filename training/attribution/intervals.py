@@ -51,7 +51,7 @@ def resample(journeys: Journeys, rng: np.random.Generator) -> Journeys:
 def signed_shares(result: Attribution) -> pd.Series:
     """Per channel its share, or for a removal-based model its signed removal share (negative
     when removing it raises conversions in the model)."""
-    shares = result.channels.set_index(result.channels["channel"].astype(str))["share"]
+    shares = result.by_channel["share"]
     names = result.details.get("channels")  # the learned models' signed effects, per channel
     if names is None or result.details.get("fallback"):
         return shares

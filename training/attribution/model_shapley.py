@@ -23,7 +23,11 @@ from dataclasses import replace
 import numpy as np
 
 from training.attribution.credit import Attribution, require_conversions
-from training.attribution.data_driven import ConversionModel, credit_from_fractions
+from training.attribution.data_driven import (
+    ConversionModel,
+    converted_journeys,
+    credit_from_fractions,
+)
 from training.attribution.journey_features import days_before_last_touch, journey_matrix
 from training.attribution.journeys import Journeys
 from training.attribution.shapley import MAX_EXACT_PLAYERS
@@ -137,10 +141,7 @@ def model_shapley(
         before scaling).
     """
     require_conversions(journeys)
-    converted = np.flatnonzero((journeys.conversions > 0) & (journeys.lengths > 0))
-    is_converted = np.zeros(journeys.n_journeys, dtype=bool)
-    is_converted[converted] = True
-    subset = journeys.select(is_converted)
+    converted, subset = converted_journeys(journeys)
     k = len(journeys.channels)
     fractions = np.zeros((subset.n_journeys, k))
     sampled = 0
@@ -164,4 +165,6 @@ def model_shapley(
                 channel = players[rows, player]
                 fractions[index, channel] = phi[:, player] / full[rows]
     details: dict[str, object] = {"model": model.candidate.name, "sampled_journeys": sampled}
-    return credit_from_fractions(journeys, "data_driven_shapley", converted, fractions, details)
+    return credit_from_fractions(
+        journeys, "data_driven_shapley", converted, subset, fractions, details
+    )

@@ -21,10 +21,6 @@ from training.attribution.evaluate import total_variation_distance
 RECOMMENDED = "data_driven"
 
 
-def _shares(result: Attribution) -> pd.Series:
-    return result.channels.set_index(result.channels["channel"].astype(str))["share"]
-
-
 def recommendation(
     results: Sequence[Attribution], intervals: pd.DataFrame | None = None
 ) -> dict[str, Any] | None:
@@ -46,7 +42,9 @@ def recommendation(
         for row in table.itertuples()
     ]
     disagreement = {
-        r.model: round(total_variation_distance(_shares(r), _shares(chosen)), 4)
+        r.model: round(
+            total_variation_distance(r.by_channel["share"], chosen.by_channel["share"]), 4
+        )
         for r in results
         if r.model != RECOMMENDED and not r.channels.empty
     }
