@@ -84,12 +84,15 @@ bench-attribution: $(STAMP) ## Benchmark: 1M journeys per model and the journey 
 	$(BIN)/python benchmarks/attribution_families.py --journeys 1000000 --seeds 1 --no-candidates \
 		--out benchmarks/results/attribution-families-1m.json
 
+bench-pages: $(STAMP) ## Benchmark: write the attribution page and the funnel cockpit on the demo CRM (time, weight)
+	$(BIN)/python benchmarks/pages.py
+
 bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow models serve), loopback only
 	$(BIN)/python benchmarks/serve.py
 
-bench: bench-simulate bench-features bench-train bench-attribution bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
+bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-serve clean
+.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve clean

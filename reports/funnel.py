@@ -15,36 +15,36 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pandas as pd
-from plotly.offline import get_plotlyjs
 
-from crm.io import atomic_file
 from reports.funnel_charts import (
-    CURRENCY_NAMES,
     KPI_HINTS,
     KPI_LABELS,
     MODELS,
     activity_chart,
-    chart,
-    count,
-    days,
     funnel_chart,
-    money,
     month_chart,
-    month_label,
-    percent,
-    plain,
     risk_chart,
     score_chart,
     scored,
     segment_chart,
     source_chart,
     velocity_chart,
+)
+from reports.page_style import (
+    CURRENCY_NAMES,
+    chart,
+    count,
+    days,
+    money,
+    month_label,
+    percent,
+    plain,
+    render_page,
+    write_page,
 )
 from training.funnel import Funnel, Kpi
 
@@ -352,13 +352,10 @@ def build_funnel_page(
             section.setdefault(key, [])
         for key in ("table", "note", "empty"):
             section.setdefault(key, "")
-    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        resources.files("reports").joinpath("templates/funnel.html").read_text(encoding="utf-8")
-    )
-    return template.render(
+    return render_page(
+        "funnel.html",
         title=title,
         subtitle=f"Data as of {as_of} · leads created {span} · amounts in {currency_words}",
-        plotly_js=get_plotlyjs(),
         kpi_heading=kpi_heading,
         kpi_note=kpi_note,
         kpis=cards,
@@ -369,7 +366,4 @@ def build_funnel_page(
 
 def write_funnel_page(page: str, out: Path | str) -> Path:
     """Write the page atomically; returns the path."""
-    out = Path(out)
-    with atomic_file(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return out
+    return write_page(page, out)

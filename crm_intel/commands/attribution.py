@@ -290,28 +290,58 @@ def report(
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Write a self-contained HTML report for marketers (charts embedded, no server needed)."""
+    """Write a self-contained HTML page for marketers: interactive charts (no server needed),
+    a model and a period selector (the whole run, then each calendar quarter), spend and return
+    per channel, campaign and content type, in the settings' currency."""
     from reports.attribution import build_report, write_report
-    from training.attribution import load_content_costs, load_content_names, run_summary
+    from training.attribution import ModelOptions, load_marketing, parse_models, run_summary
+    from training.attribution.models import conversion_model
+    from training.attribution.periods import calendar_quarters, credit_by_period
 
     started = time.perf_counter()
     try:
         journeys, results, truth, settings, intervals = _prepare(
             data_dir, paths, models, lookback_days, half_life_days, seed, bootstrap=bootstrap
         )
-        costs = None if paths else load_content_costs(settings.raw_dir)
-        names = None if paths else load_content_names(settings.raw_dir)
+        marketing = None if paths else load_marketing(settings.raw_dir)
+        quarters = calendar_quarters(journeys) if journeys.has_time else []
+        with progress("attribution by quarter", total=len(quarters) + 1) as advance:
+            names = parse_models(models)
+            learned = {"data_driven", "data_driven_shapley"} & set(names)
+            periods = credit_by_period(
+                journeys,
+                names,
+                ModelOptions(
+                    half_life_days=half_life_days,
+                    seed=seed,
+                    # each quarter is credited by the whole run's conversion model (fitted once)
+                    conversion_model=conversion_model(journeys, seed) if learned else None,
+                ),
+                quarters,
+                on_period=lambda period: advance(period.label),
+            )
+            advance("page", 0)
+            page = build_report(
+                journeys,
+                results,
+                periods=periods,
+                marketing=marketing,
+                truth=truth,
+                intervals=intervals,
+                currency=settings.currency,
+                lookback_days=lookback_days,
+                half_life_days=half_life_days,
+            )
+            advance("page")
     except _errors() as err:
         raise fail(str(err)) from None
-    page = build_report(
-        journeys, results, costs=costs, truth=truth, content_names=names, intervals=intervals
-    )
     write_report(page, out)
     summary = run_summary(journeys, results, truth, intervals)
     summary.update(
         out=str(out),
         bytes=len(page.encode("utf-8")),
         charts=page.count('<figure class="chart"'),
+        periods=[p.period.label for p in periods],
         seconds=round(time.perf_counter() - started, 2),
     )
     console.print(

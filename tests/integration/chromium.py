@@ -42,6 +42,44 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+# Every element with text of its own that is laid out and shown, with its computed font size
+SHOWN_TEXTS = """
+(() => {
+  const shown = el => {
+    for (let e = el; e && e.nodeType === 1; e = e.parentNode) {
+      const s = getComputedStyle(e);
+      if (s.display === 'none' || s.visibility === 'hidden' || +s.opacity === 0) return false;
+    }
+    return true;
+  };
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = Array.from(el.childNodes).filter(n => n.nodeType === 3)
+      .map(n => n.textContent).join('').trim();
+    if (!own) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0 || box.right < 0 || box.bottom < 0) continue;
+    if (!shown(el)) continue;
+    out.push({tag: el.tagName, text: own.slice(0, 40),
+              px: parseFloat(getComputedStyle(el).fontSize), svg: el instanceof SVGElement});
+  }
+  return out;
+})()
+"""
+# Each Plotly chart: its visible traces' point counts and the marks drawn in its SVG
+PLOTLY_CHARTS = """
+Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+  id: el.id,
+  points: el.data.filter(t => t.visible !== false)
+    .map(t => Math.max((t.x || []).length, (t.y || []).length)),
+  marks: el.querySelectorAll(
+    '.point, .scatterlayer .trace path, .funnellayer path, .heatmaplayer image').length,
+  width: el.getBoundingClientRect().width,
+  height: el.getBoundingClientRect().height,
+}))
+"""
+
+
 class DevTools:
     """A minimal DevTools-protocol session on one page target."""
 

@@ -109,7 +109,7 @@ def test_report_writes_a_page_with_its_charts(tmp_path: Path, small_data_dir: Pa
         "--json",
     )
     assert code == 0, output
-    assert out.exists() and payload["charts"] == 10  # no data-driven model: no trust section
+    assert out.exists() and payload["charts"] == 11  # no data-driven model: no trust section
     assert payload["bytes"] == len(out.read_bytes())
 
 

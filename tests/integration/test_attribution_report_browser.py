@@ -1,4 +1,4 @@
-"""The report in headless Chromium: no console error, every chart drawn, a screenshot saved.
+"""``crm-intel attribution report`` on the small simulated CRM, and its page in headless Chromium.
 
 Chromium is driven over the DevTools protocol on loopback (``--remote-debugging-port=0``; the
 port is read from ``DevToolsActivePort``) with the ``websockets`` client.
@@ -7,100 +7,219 @@ port is read from ``DevToolsActivePort``) with the ``websockets`` client.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
-from chromium import chromium_page, needs_chromium
+from chromium import PLOTLY_CHARTS, SHOWN_TEXTS, chromium_page, needs_chromium
+from plotly.offline import get_plotlyjs
+from typer.testing import CliRunner
 
-from reports.attribution import build_report, write_report
-from training.attribution import (
-    load_content_costs,
-    load_content_names,
-    load_journeys,
-    read_truth,
-    run_models,
-)
+from crm_intel.cli import app
 
 pytestmark = pytest.mark.integration
 
-CHART_PROBE = """
-JSON.stringify(Array.from(document.querySelectorAll('figure.chart')).map(f => {
-  const svg = f.querySelector('svg');
-  const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
-  return {id: f.dataset.chart, width: box.width, height: box.height,
-          shapes: svg ? svg.querySelectorAll('path, rect, use').length : 0,
-          visible: svg ? getComputedStyle(svg).display !== 'none' : false};
-}))
+LOOKBACK = pd.Timedelta(days=90)
+MODELS = "first_touch,last_touch,linear,markov_1,shapley,data_driven"
+# The figures a model or period switch redraws, read back from the page
+SHOWN = """
+(() => {
+  const data = id => { const el = document.getElementById(id);
+                       return el && el.data ? el.data.map(t => [t.x, t.y]) : null; };
+  return {
+    revenue: data('channel-revenue'), campaigns: data('campaign-return'),
+    paths: data('paths'), heat: data('channel-models'),
+    conversions: document.querySelector('[data-text="kpi-conversions"]').textContent,
+    about: document.querySelector('[data-text="model-about"]').textContent,
+    campaign_rows: document.querySelectorAll('#campaign-table tbody tr').length,
+  };
+})()
+"""
+OPTIONS = """
+(() => Object.fromEntries(['model-select', 'period-select'].map(id =>
+  [id, Array.from(document.getElementById(id).options).map(o => [o.value, o.textContent])])))()
 """
 
 
-def open_in_chromium(page: Path, tmp_path: Path) -> tuple[list[dict], list[str], Path]:
-    """Open ``page`` in headless Chromium: chart probes, console errors, full-page screenshot."""
-    with chromium_page(tmp_path, width=1280, height=900) as tab:
-        tab.open(page)
-        charts = json.loads(tab.evaluate(CHART_PROBE))
-        screenshot = tab.screenshot(tmp_path / f"{page.stem}.png")
-        errors = tab.errors()
-    return charts, errors, screenshot
+def choose(select: str, value: str) -> str:
+    """Script: pick ``value`` in a selector as a user would (the change event included), then
+    wait two frames for the charts to redraw."""
+    return f"""
+(async () => {{
+  const el = document.getElementById('{select}');
+  el.value = '{value}';
+  el.dispatchEvent(new Event('change'));
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  return el.value;
+}})()
+"""
+
+
+def page_data(page: str) -> dict:
+    found = re.search(r'id="report-data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+def amount(text: str) -> float:
+    return float(text.replace("$", "").replace(",", "")) if text != "–" else 0.0
 
 
 @pytest.fixture(scope="module")
-def report_file(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> Path:
+def report(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("report") / "attribution.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "attribution",
+            "report",
+            "--data-dir",
+            str(small_data_dir),
+            "--models",
+            MODELS,
+            "--bootstrap",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def revenue_of_journeys_with_a_touch(raw: Path) -> float:
+    """Won revenue of the converted leads with a touch in the 90 days up to their conversion,
+    counted here from the raw tables."""
+    leads = pq.read_table(raw / "leads.parquet").to_pandas()
+    touches = pq.read_table(raw / "interactions.parquet").to_pandas()
+    deals = pq.read_table(raw / "opportunities.parquet").to_pandas()
+    converted = leads.dropna(subset=["converted_at"])[["lead_id", "converted_at"]]
+    joined = touches.merge(converted, on="lead_id")
+    inside = joined[
+        (joined["occurred_at"] <= joined["converted_at"])
+        & (joined["occurred_at"] >= joined["converted_at"] - LOOKBACK)
+    ]
+    touched = set(inside["lead_id"])
+    won = deals[deals["won"].fillna(False).astype(bool) & deals["lead_id"].isin(touched)]
+    return float(won["amount"].sum())
+
+
+def test_spend_is_the_campaigns_cost_and_credit_sums_to_the_revenue_of_touched_journeys(
+    report: tuple[Path, dict], small_data_dir: Path
+) -> None:
+    out, summary = report
+    page = out.read_text(encoding="utf-8")
+    data = page_data(page)
     raw = small_data_dir / "raw"
-    journeys = load_journeys(raw_dir=raw)
-    results = run_models(
-        journeys, ["first_touch", "last_touch", "linear", "markov_1", "shapley", "data_driven"]
-    )
-    page = build_report(
-        journeys,
-        results,
-        costs=load_content_costs(raw),
-        truth=read_truth(small_data_dir / "truth"),
-        content_names=load_content_names(raw),
-    )
-    return write_report(page, tmp_path_factory.mktemp("report") / "attribution_report.html")
+    cost = float(pq.read_table(raw / "campaigns.parquet").to_pandas()["cost"].sum())
+    revenue = revenue_of_journeys_with_a_touch(raw)
+    assert summary["value"] == pytest.approx(revenue)
+    models = MODELS.split(",")
+    for model in models:
+        view = f"all|{model}"
+        # the campaigns table of the whole run lists every campaign with its whole cost
+        campaigns = data["tables"]["campaign-table"]["views"][view]
+        assert sum(amount(row[2]) for row in campaigns) == pytest.approx(cost, abs=len(campaigns))
+        # the channel table: credited revenue sums to the revenue of journeys with a touch,
+        # spend to the campaigns' cost
+        channels = data["tables"]["channel-table"]["views"][view]
+        assert sum(amount(row[3]) for row in channels) == pytest.approx(revenue, abs=len(channels))
+        assert sum(amount(row[4]) for row in channels) == pytest.approx(cost, abs=len(channels))
+    assert len(summary["periods"]) >= 4  # the quarters of the period selector
+    # page weight: plotly.js inlined once, the rest of the page under 1 MB
+    plotly_js = get_plotlyjs()
+    assert page.count(plotly_js) == 1 and "cdn.plot.ly" not in page.replace(plotly_js, "")
+    assert len(page.encode("utf-8")) - len(plotly_js.encode("utf-8")) <= 1_000_000
 
 
 @needs_chromium
-def test_report_renders_every_chart_without_console_errors(
-    report_file: Path, tmp_path: Path
+def test_the_page_renders_readable_charts_and_the_selectors_switch_the_figures(
+    report: tuple[Path, dict], tmp_path: Path
 ) -> None:
     pytest.importorskip("websockets", reason="the websockets package drives Chromium")
-    # when the page is opened from disk
-    charts, errors, screenshot = open_in_chromium(report_file, tmp_path)
-    # then no console error, eleven charts each drawn with a size and shapes, and a screenshot
+    out, _ = report
+    with chromium_page(tmp_path, 1400, 900) as page:
+        # when the page is opened from disk at 1400 × 900
+        page.open(out)
+        charts = page.evaluate(PLOTLY_CHARTS)
+        texts = page.evaluate(SHOWN_TEXTS)
+        options = page.evaluate(OPTIONS)
+        first = page.evaluate(SHOWN)
+        page.screenshot(tmp_path / "attribution.png")
+        page.evaluate(choose("model-select", "last_touch"))
+        other_model = page.evaluate(SHOWN)
+        quarter = options["period-select"][2][0]
+        page.evaluate(choose("period-select", quarter))
+        other_period = page.evaluate(SHOWN)
+        page.evaluate(choose("model-select", "data_driven"))
+        back = page.evaluate(SHOWN)
+        shot = page.screenshot(tmp_path / "attribution-quarter.png")
+        errors = page.errors()
+    # then no console error
     assert errors == []
+    # every chart drawn, with data
     assert [c["id"] for c in charts] == [
         "trust-intervals",
-        "channel-headline",
+        "model-disagreement",
+        "channel-revenue",
+        "channel-return",
         "channel-models",
-        "content-models",
+        "campaign-return",
         "content-revenue",
+        "content-types",
         "paths",
         "time-to-conversion",
         "path-length",
-        "roi",
         "trend-totals",
         "trend-channels",
     ]
     for chart in charts:
-        assert chart["visible"] and chart["width"] > 200 and chart["height"] > 100, chart
-        assert chart["shapes"] >= 10, chart
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert screenshot.stat().st_size > 50_000
+        assert chart["points"] and min(chart["points"]) > 0, chart
+        assert chart["marks"] >= 1 and chart["width"] > 400 and chart["height"] >= 250, chart
+    # every shown text, charts' SVG text included, is at least 11 px; plain words
+    smallest = min(texts, key=lambda t: t["px"])
+    assert smallest["px"] >= 11, smallest
+    chart_texts = [t["text"] for t in texts if t["svg"]]
+    assert "Paid search" in chart_texts and "paid_search" not in chart_texts
+    assert "Markov chain, 1 step" in chart_texts
+    assert chart_texts.count("partial month") == 2  # on both monthly charts
+    # the recommended model first; the whole run, then quarters, partial ones marked
+    assert options["model-select"][0] == ["data_driven", "Data-driven (recommended)"]
+    periods = [label for _, label in options["period-select"]]
+    assert periods[0].startswith("Whole run") and periods[1].startswith("Q")
+    assert any(label.endswith("(partial)") for label in periods)
+    # switching the model redraws the model's figures, not the period's
+    assert other_model["revenue"] != first["revenue"]
+    assert other_model["campaigns"] != first["campaigns"]
+    assert other_model["about"] != first["about"] and "last touch" in other_model["about"]
+    assert other_model["paths"] == first["paths"] and other_model["heat"] == first["heat"]
+    assert other_model["conversions"] == first["conversions"]
+    # switching the period redraws both, and the KPIs
+    assert other_period["paths"] != other_model["paths"]
+    assert other_period["heat"] != other_model["heat"]
+    assert other_period["revenue"] != other_model["revenue"]
+    assert amount(other_period["conversions"]) < amount(first["conversions"])
+    assert back["revenue"] != other_period["revenue"]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 100_000
+    assert (tmp_path / "attribution.png").stat().st_size > 100_000
 
 
 @needs_chromium
-def test_the_probe_does_see_console_errors_and_empty_charts(tmp_path: Path) -> None:
+def test_the_probe_does_see_console_errors_and_small_text(tmp_path: Path) -> None:
     pytest.importorskip("websockets", reason="the websockets package drives Chromium")
-    # given a page with a failing script and a chart without drawing
-    page = tmp_path / "broken.html"
-    page.write_text(
-        '<html><body><figure class="chart" data-chart="x"><svg width="0" '
-        'height="0"></svg></figure><script>console.error("boom"); '
+    # given a page with a failing script and 8 px text
+    page_file = tmp_path / "broken.html"
+    page_file.write_text(
+        '<html><body><p style="font-size:8px">tiny</p><script>console.error("boom"); '
         "missing_function();</script></body></html>"
     )
     # when / then both are reported
-    charts, errors, _ = open_in_chromium(page, tmp_path)
+    with chromium_page(tmp_path, 1400, 900) as page:
+        page.open(page_file)
+        texts = page.evaluate(SHOWN_TEXTS)
+        errors = page.errors()
     assert len(errors) == 2 and "boom" in errors[0] and "missing_function" in errors[1]
-    assert charts == [{"id": "x", "width": 0, "height": 0, "shapes": 0, "visible": True}]
+    assert texts == [{"tag": "P", "text": "tiny", "px": 8.0, "svg": False}]

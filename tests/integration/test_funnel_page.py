@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from chromium import chromium_page, needs_chromium
+from chromium import PLOTLY_CHARTS, SHOWN_TEXTS, chromium_page, needs_chromium
 from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
@@ -20,41 +20,6 @@ from training.funnel import load_funnel
 
 pytestmark = pytest.mark.integration
 
-# Every element with text of its own that is laid out and shown, with its computed font size
-TEXTS = """
-(() => {
-  const shown = el => {
-    for (let e = el; e && e.nodeType === 1; e = e.parentNode) {
-      const s = getComputedStyle(e);
-      if (s.display === 'none' || s.visibility === 'hidden' || +s.opacity === 0) return false;
-    }
-    return true;
-  };
-  const out = [];
-  for (const el of document.querySelectorAll('body *')) {
-    const own = Array.from(el.childNodes).filter(n => n.nodeType === 3)
-      .map(n => n.textContent).join('').trim();
-    if (!own) continue;
-    const box = el.getBoundingClientRect();
-    if (box.width === 0 || box.height === 0 || box.right < 0 || box.bottom < 0) continue;
-    if (!shown(el)) continue;
-    out.push({tag: el.tagName, text: own.slice(0, 40),
-              px: parseFloat(getComputedStyle(el).fontSize), svg: el instanceof SVGElement});
-  }
-  return out;
-})()
-"""
-# Each Plotly chart: its visible traces' point counts and the marks drawn in its SVG
-CHARTS = """
-Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
-  id: el.id,
-  points: el.data.filter(t => t.visible !== false)
-    .map(t => Math.max((t.x || []).length, (t.y || []).length)),
-  marks: el.querySelectorAll('.point, .scatterlayer .trace path, .funnellayer path').length,
-  width: el.getBoundingClientRect().width,
-  height: el.getBoundingClientRect().height,
-}))
-"""
 SEGMENT_SHOWN = """
 (async () => {
   await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
@@ -168,8 +133,8 @@ def test_the_page_renders_readable_charts_and_the_segment_buttons_switch(
     with chromium_page(tmp_path, 1400, 900) as page:
         # when the page is opened from disk at 1400 × 900
         page.open(page_file)
-        charts = page.evaluate(CHARTS)
-        texts = page.evaluate(TEXTS)
+        charts = page.evaluate(PLOTLY_CHARTS)
+        texts = page.evaluate(SHOWN_TEXTS)
         before = page.evaluate(SEGMENT_SHOWN)
         buttons = {b["label"]: b for b in page.evaluate(BUTTONS)}
         page.click(buttons["Company size"]["x"], buttons["Company size"]["y"])

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from plotly.offline import get_plotlyjs
 
 from reports.attribution import build_report
 from training.attribution import NO_CONTENT, Journeys, paths_to_journeys, run_models
 from training.attribution.summaries import (
     content_costs,
-    content_roi,
     monthly_trend,
     path_lengths,
     time_to_conversion,
@@ -92,44 +93,56 @@ def test_campaign_cost_is_split_over_the_content_its_touches_carried() -> None:
     )
 
 
-def test_content_roi_is_credited_revenue_over_cost() -> None:
-    (result,) = run_models(lead_journeys(), ["last_touch"])
-    roi = content_roi(result, pd.DataFrame({"content_id": ["C1", "C2"], "cost": [100.0, 800.0]}))
-    # last touch: L1's 600 goes to its sales touch without content, L2's 400 to C2
-    assert roi.set_index("content_id")["roi"].to_dict() == pytest.approx({"C1": 0.0, "C2": 0.5})
+def _page_data(page: str) -> dict:
+    found = re.search(
+        r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S
+    )
+    assert found is not None
+    return json.loads(found.group(1))
 
 
 def test_report_page_is_self_contained_with_every_chart() -> None:
     results = run_models(lead_journeys(), ["first_touch", "linear", "markov_1"])
-    costs = pd.DataFrame({"content_id": ["C1", "C2"], "cost": [100.0, 800.0]})
     truth = {
         "channel": pd.DataFrame(
             {"channel": ["email", "sales"], "share": [0.2, 0.8], "value_share": [0.2, 0.8]}
         )
     }
-    page = build_report(
-        lead_journeys(), results, costs=costs, truth=truth, content_names={"C1": "Pricing guide"}
-    )
-    charts = re.findall(r'<figure class="chart" data-chart="([^"]+)">\s*<svg', page)
+    page = build_report(lead_journeys(), results, truth=truth, currency="EUR")
+    data = _page_data(page)
+    # every chart of the page is drawn from the page's own data, plotly.js inlined once
+    charts = re.findall(r'<figure class="chart" data-chart="([^"]+)">', page)
     assert charts == [
-        "channel-headline",
+        "channel-revenue",
         "channel-models",
-        "content-models",
         "content-revenue",
         "paths",
         "time-to-conversion",
         "path-length",
-        "roi",
         "trend-totals",
         "trend-channels",
     ]
-    assert "<script" not in page
-    assert not re.search(r'(src|href)="(https?:)?//', page)
-    assert "Pricing guide (C1)" in page
-    assert "truth (simulated)" in page
-    # ids stay unique across the inline SVGs
+    assert set(data["charts"]) == set(charts)
+    assert page.count(get_plotlyjs()) == 1
+    assert not re.search(r'(src|href)="(https?:)?//', page.replace(get_plotlyjs(), ""))
+    # plain words: channel and model names, the currency
+    assert "Email" in data["charts"]["channel-revenue"]["data"][0]["y"]
+    shown = re.sub(r"<[^>]*>", " ", page.replace(data_json(page), ""))  # text, not markup
+    assert "Markov chain, 1 step" in shown and "markov" not in shown.lower().replace(
+        "markov chain", ""
+    )
+    assert "amounts in euros" in page
+    # one view per model for the model-dependent figures, each with its own numbers
+    views = data["charts"]["channel-revenue"]["views"]
+    assert set(views) == {"all|linear", "all|markov_1"}  # first_touch is the base figure
+    # ids stay unique
     ids = re.findall(r' id="([^"]+)"', page)
     assert len(ids) == len(set(ids))
+
+
+def data_json(page: str) -> str:
+    found = re.search(r'id="report-data">(.*?)</script>', page, re.S)
+    return found.group(1) if found else ""
 
 
 def test_report_on_aggregated_paths_says_what_it_cannot_show() -> None:
@@ -137,5 +150,6 @@ def test_report_on_aggregated_paths_says_what_it_cannot_show() -> None:
         pd.DataFrame({"path": ["a > b", "b"], "total_conversions": [1, 2], "total_null": [1, 1]})
     )
     page = build_report(journeys, run_models(journeys, ["linear"]))
-    assert "Aggregated paths carry no dates." in page
+    assert "These journeys carry no dates." in page
     assert "These journeys carry no content" in page
+    assert "No campaigns in these journeys." in page

@@ -38,9 +38,8 @@ from training.attribution.models import (
     run_models,
 )
 from training.attribution.pipeline import (
-    load_content_costs,
-    load_content_names,
     load_journeys,
+    load_marketing,
     run_summary,
     write_credit_table,
 )
@@ -61,9 +60,8 @@ __all__ = [
     "UnknownModelError",
     "credit_table",
     "journeys_from_interactions",
-    "load_content_costs",
-    "load_content_names",
     "load_journeys",
+    "load_marketing",
     "parse_models",
     "paths_to_journeys",
     "read_paths",

@@ -19,7 +19,7 @@ from training.attribution.journeys import (
     read_paths,
 )
 from training.attribution.recommend import recommendation
-from training.attribution.summaries import content_costs
+from training.attribution.spend import Marketing
 
 
 def load_journeys(
@@ -50,26 +50,25 @@ def load_journeys(
     return journeys_from_interactions(interactions, leads, opportunities, lookback_days)
 
 
-def load_content_costs(raw_dir: Path | str) -> pd.DataFrame | None:
-    """Campaign cost per content item from the raw tables, or None when they are absent."""
+def load_marketing(raw_dir: Path | str) -> Marketing | None:
+    """Campaigns, lead interactions and the content catalogue from the raw tables, for spend
+    and content figures; None when one of them is absent."""
     raw_dir = Path(raw_dir)
-    if (
-        not (raw_dir / "campaigns.parquet").exists()
-        or not (raw_dir / "interactions.parquet").exists()
+    if not all(
+        (raw_dir / f"{t}.parquet").exists() for t in ("campaigns", "interactions", "content")
     ):
         return None
-    return content_costs(
-        read_table(Path(raw_dir), "interactions", ["campaign_id", "content_id"]),
-        read_table(Path(raw_dir), "campaigns", ["campaign_id", "cost"]),
+    return Marketing(
+        campaigns=read_table(
+            raw_dir, "campaigns", ["campaign_id", "name", "channel", "cost", "start", "end"]
+        ),
+        interactions=read_table(
+            raw_dir,
+            "interactions",
+            ["lead_id", "occurred_at", "channel", "content_id", "campaign_id"],
+        ),
+        content=read_table(raw_dir, "content", ["content_id", "title", "type"]),
     )
-
-
-def load_content_names(raw_dir: Path | str) -> dict[str, str] | None:
-    """Content id → title from the raw ``content`` table, or None when it is absent."""
-    if not (Path(raw_dir) / "content.parquet").exists():
-        return None
-    content = read_table(Path(raw_dir), "content", ["content_id", "title"])
-    return dict(zip(content["content_id"].astype(str), content["title"].astype(str), strict=True))
 
 
 def write_credit_table(table: pd.DataFrame, out: Path | str) -> Path:

@@ -144,17 +144,3 @@ def content_costs(interactions: pd.DataFrame, campaigns: pd.DataFrame) -> pd.Dat
     out = allocated.rename_axis("content_id").reset_index()
     out["content_id"] = out["content_id"].astype("string")
     return out
-
-
-def content_roi(result: Attribution, costs: pd.DataFrame) -> pd.DataFrame:
-    """Credited revenue ÷ allocated campaign cost per content item, best first.
-
-    Items without cost (organic content) have no ROI and are left out.
-    """
-    credit = result.content.set_index(result.content["content_id"].astype(str))
-    cost = costs.set_index(costs["content_id"].astype(str))["cost"]
-    frame = pd.DataFrame({"value": credit["value"], "conversions": credit["conversions"]})
-    frame["cost"] = cost.reindex(frame.index)
-    frame = frame[(frame["cost"] > 0) & (frame.index != NO_CONTENT)]
-    frame["roi"] = frame["value"] / frame["cost"]
-    return frame.sort_values("roi", ascending=False).rename_axis("content_id").reset_index()
