@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     train_backtest_cutoffs: int = Field(default=3, ge=0)
     # attribution run: bootstrap replicates behind each credit share's 90 % interval (0: none)
     attribution_bootstrap: int = Field(default=20, ge=0)
+    # an opportunity's journey for campaign influence: its account's touches (its leads' and
+    # its contacts'), or only those of the lead it names (training.attribution.influence)
+    attribution_opportunity_journey: Literal["account", "lead"] = "account"
     # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
     # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

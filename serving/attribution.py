@@ -1,7 +1,8 @@
 """Attribution for the API: credit for journeys sent in a request, or the latest run's credit.
 
 Journeys in a request are aggregated paths (channels in order, conversions, value, non-converting
-count) run through :mod:`training.attribution`. A stored run is read from
+count) run through :mod:`training.attribution`; the data-driven models credit them with the
+registered champion of ``content_attribution`` and never fit on them. A stored run is read from
 ``<data_dir>/attribution/`` or ``<data_dir>/attribution/<run>/`` (``credit.parquet`` in the
 layout of :func:`training.attribution.models.credit_table` and ``run.json`` with
 ``period_start`` and ``period_end``); the newest run of exactly the period asked for answers,
@@ -11,6 +12,9 @@ and any other period gets an answer naming the periods there are.
 from __future__ import annotations
 
 import json
+import math
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,8 +24,9 @@ from typing import Any
 import pandas as pd
 
 from crm.contract import CHANNELS
+from training.attribution.data_driven import ConversionModel, with_channels
 from training.attribution.journeys import paths_to_journeys
-from training.attribution.models import credit_table, run_models
+from training.attribution.models import ModelOptions, credit_table, run_models
 
 
 class NoAttributionRun(LookupError):
@@ -41,6 +46,7 @@ class Credit:
     run: str | None
     period: tuple[date, date] | None
     channels: list[dict[str, Any]]
+    credited_by: str | None = None
 
 
 def _channel_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -71,14 +77,57 @@ def _interval(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def credit_for_paths(paths: Sequence[dict[str, Any]], models: Sequence[str]) -> Credit:
+LEARNED = ("data_driven", "data_driven_shapley")
+
+
+class AttributionChampion:
+    """The registered conversion model the service credits request journeys with: the champion
+    of ``content_attribution``, reloaded when the alias moves (checked at most every
+    ``refresh_seconds``)."""
+
+    def __init__(self, tracking_uri: str, refresh_seconds: float = 30.0):
+        self.tracking_uri = tracking_uri
+        self.refresh_seconds = refresh_seconds
+        self._checked = -math.inf
+        self._held: tuple[str, ConversionModel] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[str, ConversionModel] | None:
+        """``(version, model)`` of the champion, or None when none is registered."""
+        from training.attribution.tracking import MODEL_NAME, load_conversion_model
+        from training.registry import champion_version
+
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked < self.refresh_seconds:
+                return self._held
+            self._checked = now
+            current = champion_version(self.tracking_uri, MODEL_NAME)
+            if current is None:
+                self._held = None
+            elif self._held is None or self._held[0] != str(current.version):
+                version = str(current.version)
+                self._held = (version, load_conversion_model(self.tracking_uri, version))
+            return self._held
+
+
+def credit_for_paths(
+    paths: Sequence[dict[str, Any]],
+    models: Sequence[str],
+    champion: tuple[str, ConversionModel] | None = None,
+) -> Credit:
     """Channel credit of each model for aggregated ``paths``.
+
+    The data-driven models credit with ``champion`` (the registered conversion model's version
+    and model) and fit nothing: a model fitted on a request's few journeys would say little.
 
     Args:
         paths: ``{"channels": [...], "conversions": n, "value": x, "nulls": m}`` per journey.
 
     Raises:
         training.attribution.errors.AttributionError: nothing to credit or bad input.
+        NoAttributionModel: a data-driven model asked for and no champion registered, or one
+            that needs touch times.
     """
     frame = pd.DataFrame(
         {
@@ -89,8 +138,25 @@ def credit_for_paths(paths: Sequence[dict[str, Any]], models: Sequence[str]) -> 
         }
     )
     journeys = paths_to_journeys(frame, channels=CHANNELS, source="request")
-    table = credit_table(run_models(journeys, list(models)))
-    return Credit("request", None, None, _channel_rows(table))
+    options = ModelOptions()
+    credited_by = None
+    if any(m in LEARNED for m in models):
+        if champion is None:
+            raise NoAttributionModel("no registered attribution model holds champion")
+        version, model = champion
+        if model.timed and model.candidate.feature_set == "sequence":
+            raise NoAttributionModel(
+                f"the champion (v{version}) reads touch times, which journeys in a request lack"
+            )
+        journeys = with_channels(journeys, model.channels)
+        options = ModelOptions(conversion_model=model)
+        credited_by = f"content_attribution v{version}"
+    table = credit_table(run_models(journeys, list(models), options))
+    return Credit("request", None, None, _channel_rows(table), credited_by)
+
+
+class NoAttributionModel(LookupError):
+    """The data-driven models need a registered conversion model the service does not have."""
 
 
 def _runs(attribution_dir: Path) -> list[tuple[float, Path, date, date]]:

@@ -348,6 +348,12 @@ class ChannelCredit(BaseModel):
 class AttributionResponse(BaseModel):
     source: Literal["request", "latest_run"]
     run: str | None = Field(None, description="The attribution run the credit comes from.")
+    credited_by: str | None = Field(
+        None,
+        description="For journeys in the request with a data-driven model: the registered "
+        "conversion model that credited them (name and version, the champion). It is not "
+        "refitted on the request's journeys.",
+    )
     period: Period | None = None
     channels: list[ChannelCredit]
 

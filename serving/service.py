@@ -31,7 +31,14 @@ from crm.exports.common import SourceIds
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
 from serving import http_protocol, release
-from serving.attribution import NoAttributionRun, credit_for_paths, period_credit
+from serving.attribution import (
+    LEARNED,
+    AttributionChampion,
+    NoAttributionModel,
+    NoAttributionRun,
+    credit_for_paths,
+    period_credit,
+)
 from serving.auth import KeyChecker, configured_keys
 from serving.champions import Champions
 from serving.gate import REQUEST_ID, Gate, KeyFirst, Limits, Route
@@ -154,6 +161,9 @@ class CRMIntel:
     def __init__(self) -> None:
         self.settings = Settings()
         self._source_ids = SourceIds(self.settings.raw_dir)
+        self.attribution_champion = AttributionChampion(
+            self.settings.tracking_uri(), self.settings.model_refresh_seconds
+        )
         self.champions = Champions(
             MODELS,
             self.settings.tracking_uri(),
@@ -439,13 +449,27 @@ class CRMIntel:
         models = list(models or ["markov_1"])
         try:
             if journeys is not None:
-                credit = credit_for_paths([j.model_dump() for j in journeys], models)
+                learned = any(m in LEARNED for m in models)
+                credit = credit_for_paths(
+                    [j.model_dump() for j in journeys],
+                    models,
+                    self.attribution_champion.get() if learned else None,
+                )
             else:
                 credit = period_credit(
                     self.settings.data_dir / "attribution", period.start, period.end, models
                 )
         except AttributionError as err:
             return _error(400, "bad_journeys", str(err))  # type: ignore[return-value]
+        except NoAttributionModel as err:
+            return _error(  # type: ignore[return-value]
+                409,
+                "no_attribution_model",
+                f"the data-driven models cannot credit these journeys: {err}",
+                "ask for other models, or have an operator register one with "
+                "`crm-intel attribution run` (the data-driven model is registered as "
+                "content_attribution)",
+            )
         except NoAttributionRun as err:
             return _error(  # type: ignore[return-value]
                 404,
@@ -460,6 +484,7 @@ class CRMIntel:
             "source": credit.source,
             "run": credit.run,
             "channels": credit.channels,
+            "credited_by": credit.credited_by,
         }
         if credit.period:
             out["period"] = {"start": credit.period[0], "end": credit.period[1]}

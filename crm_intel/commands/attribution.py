@@ -220,6 +220,34 @@ def write_run_metadata(
     return covered
 
 
+def _track(
+    settings: Any,
+    journeys: Any,
+    results: list[Any],
+    table: Any,
+    summary: dict[str, Any],
+    period: dict[str, str] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """Log the run to MLflow and, when the data-driven model ran, register its conversion model
+    behind the held-out gate (:mod:`training.attribution.tracking`)."""
+    from training.attribution.models import conversion_model
+    from training.attribution.tracking import log_attribution_run, register_conversion_model
+
+    uri = settings.tracking_uri()
+    name = "attribution " + (
+        f"{period['period_start']} to {period['period_end']}" if period else "paths"
+    )
+    run_id = log_attribution_run(uri, journeys, results, table, summary, period, run_name=name)
+    tracked: dict[str, Any] = {"mlflow_run_id": run_id}
+    if any(r.model in ("data_driven", "data_driven_shapley") for r in results):
+        registered = register_conversion_model(
+            uri, conversion_model(journeys, seed), journeys, run_id
+        )
+        tracked["registered"] = registered.as_dict()
+    return tracked
+
+
 def _period(start: datetime | None, end: datetime | None) -> tuple[date, date] | None:
     """``--start`` and ``--end`` as a period (both or neither)."""
     if start is None and end is None:
@@ -256,7 +284,7 @@ def run(
     started = time.perf_counter()
     period = _period(start, end)
     try:
-        journeys, results, truth, _, intervals = _prepare(
+        journeys, results, truth, settings, intervals = _prepare(
             data_dir, paths, models, lookback_days, half_life_days, seed, period, bootstrap
         )
     except _errors() as err:
@@ -265,14 +293,24 @@ def run(
     write_credit_table(table, out)
     summary = run_summary(journeys, results, truth, intervals)
     covered = write_run_metadata(journeys, summary, out, period)
+    tracked = _track(settings, journeys, results, table, summary, covered, seed)
     summary.update(
         out=str(out),
         rows=len(table),
         seconds=round(time.perf_counter() - started, 2),
         period=covered,
+        **tracked,
     )
     _print_channels(results, summary)
     console.print(f"wrote {len(table):,} rows → {out}")
+    console.print(f"MLflow run {tracked['mlflow_run_id']} (experiment attribution)")
+    registered = tracked.get("registered")
+    if registered:
+        console.print(
+            f"content_attribution v{registered['version']}: held-out log-loss "
+            f"{registered['held_out_log_loss']:.5f}, {registered['decision']}; champion "
+            f"v{registered['champion']}"
+        )
     if json_:
         emit_json(summary)
 
@@ -351,5 +389,92 @@ def report(
         emit_json(summary)
 
 
+def influence(
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    lookback_days: LookbackOption = 90.0,
+    journey: Annotated[
+        str | None,
+        typer.Option(
+            "--journey",
+            help="An opportunity's journey: 'account' (its account's leads and contacts) or "
+            "'lead' (the lead it names). Default: the attribution_opportunity_journey setting.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Campaign influence per won opportunity, credited by the registered attribution model
+    (the champion of content_attribution), as the source CRM imports it: Salesforce
+    CampaignInfluence records, a HubSpot CSV, or the contract's ids for other data. Each
+    opportunity's influence sums to 100 % over the campaigns that touched it."""
+    from crm.exports.common import read_source
+    from crm.io import atomic_file, read_table
+    from training.attribution import AttributionError
+    from training.attribution.influence import (
+        campaign_influence,
+        influence_records,
+        opportunity_journeys,
+    )
+    from training.attribution.tracking import MODEL_NAME, load_conversion_model
+    from training.registry import NoChampion, champion_version
+
+    started = time.perf_counter()
+    settings = settings_for(data_dir)
+    rule = journey or settings.attribution_opportunity_journey
+    uri = settings.tracking_uri()
+    try:
+        model = load_conversion_model(uri)
+        current = champion_version(uri, MODEL_NAME)
+        version = "" if current is None else str(current.version)
+        raw = settings.raw_dir
+        opportunities = read_table(raw, "opportunities")
+        journeys, keyed = opportunity_journeys(
+            read_table(
+                raw,
+                "interactions",
+                ["occurred_at", "lead_id", "account_id", "channel", "content_id", "campaign_id"],
+            ),
+            read_table(raw, "leads", ["lead_id", "account_id"]),
+            opportunities,
+            lookback_days,
+            rule,
+        )
+        influence_table = campaign_influence(journeys, keyed, model, seed)
+    except NoChampion as err:
+        raise fail(f"{err}") from None
+    except (AttributionError, FileNotFoundError, ValueError) as err:
+        raise fail(str(err)) from None
+    source = read_source(raw).get("format", "contract")
+    crm = source if source in ("salesforce", "hubspot") else "contract"
+    ids = None
+    if "source_id" in opportunities:
+        keyed_ids = opportunities.set_index(opportunities["opportunity_id"].astype(str))
+        ids = keyed_ids["source_id"].dropna()
+    records = influence_records(influence_table, crm, f"crm-intel data-driven v{version}", ids)
+    with atomic_file(out) as tmp:
+        records.to_csv(tmp, index=False)
+    summary = {
+        "out": str(out),
+        "format": crm,
+        "rows": len(records),
+        "opportunities": int(influence_table["opportunity_id"].nunique()),
+        "won_opportunities_with_a_touch": int(journeys.n_journeys),
+        "campaigns": int(influence_table["campaign_id"].nunique()),
+        "journey": rule,
+        "model": MODEL_NAME,
+        "version": version,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    console.print(
+        f"wrote {summary['rows']:,} influence rows ({summary['opportunities']:,} opportunities, "
+        f"{summary['campaigns']:,} campaigns; {MODEL_NAME} v{version}; {crm} shape) → {out}"
+    )
+    if json_:
+        emit_json(summary)
+
+
 app.command("run")(run)
 app.command("report")(report)
+app.command("influence")(influence)

@@ -378,7 +378,11 @@ def train_churn(
 
 
 def _model_name(name: str) -> str:
-    aliases = {"lead": "lead_conversion", "churn": "churn_risk"}
+    aliases = {
+        "lead": "lead_conversion",
+        "churn": "churn_risk",
+        "attribution": "content_attribution",
+    }
     return aliases.get(name, name)
 
 
@@ -409,7 +413,12 @@ def models_list(data_dir: DataDirOption = None, json_: JsonOption = False) -> No
 
 @models_app.command("promote")
 def models_promote(
-    model: Annotated[str, typer.Argument(help="lead_conversion (lead) or churn_risk (churn).")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="lead_conversion (lead), churn_risk (churn) or content_attribution (attribution)."
+        ),
+    ],
     version: Annotated[str, typer.Argument(help="Registered version to make champion.")],
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
@@ -443,7 +452,12 @@ def models_promote(
 
 @models_app.command("rollback")
 def models_rollback(
-    model: Annotated[str, typer.Argument(help="lead_conversion (lead) or churn_risk (churn).")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="lead_conversion (lead), churn_risk (churn) or content_attribution (attribution)."
+        ),
+    ],
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:

@@ -283,3 +283,24 @@ def test_the_lead_model_on_the_export_matches_the_contract_run(export_run, contr
     auc = run.deployment.lead_auc()
     print(f"lead ROC AUC: {name} export {auc:.4f}, contract {contract_auc:.4f}")
     assert abs(auc - contract_auc) <= 0.01
+
+
+def test_campaign_influence_is_written_in_the_crms_shape_and_ids(export_run):
+    # given the quickstart's attribution run, which registered the attribution model
+    name, run = export_run
+    out = run.deployment.root / "influence.csv"
+    # when
+    summary = run.deployment.cli("attribution", "influence", "--out", str(out))
+    table = pd.read_csv(out, dtype=str, keep_default_na=False)
+    # then in the CRM's shape, keyed by its own opportunity and campaign ids
+    raw = run.deployment.data_dir / "raw"
+    deals = pd.read_parquet(raw / "opportunities.parquet", columns=["source_id"])
+    campaigns = pd.read_parquet(raw / "campaigns.parquet", columns=["campaign_id"])
+    opportunity, campaign = {
+        "salesforce": ("OpportunityId", "CampaignId"),
+        "hubspot": ("Deal Record ID", "Campaign ID"),
+    }[name]
+    assert summary["format"] == name and len(table) == summary["rows"] > 0
+    assert list(table.columns[:2]) == [opportunity, campaign]
+    assert set(table[opportunity]) <= set(deals["source_id"].dropna())
+    assert set(table[campaign]) <= set(campaigns["campaign_id"])

@@ -458,6 +458,45 @@ def test_attribution_for_journeys_in_the_request(client):
         assert part["conversions"].sum() == pytest.approx(4.0)
 
 
+def test_data_driven_credit_of_request_journeys_comes_from_the_registered_champion(
+    client, deployment
+):
+    from training.attribution import paths_to_journeys
+    from training.attribution.data_driven import fit_conversion_model
+    from training.attribution.tracking import register_conversion_model
+    from training.registry import experiment_id
+
+    body = {
+        "journeys": [{"channels": ["email", "sales"], "conversions": 1, "value": 100.0}],
+        "models": ["data_driven", "linear"],
+    }
+    # without a registered attribution model: a clear 409, nothing fitted on the request
+    r = client.post("/attribution", json=body, headers=AUTH)
+    error = r.json()["error"]
+    assert r.status_code == 409 and error["code"] == "no_attribution_model"
+    assert "crm-intel attribution run" in error["fix"]
+    # once one is registered, the service credits with it and says which
+    paths = pd.DataFrame(
+        {
+            "path": ["email > sales", "email", "sales", "webinar > email > sales", "webinar"],
+            "total_conversions": [40, 10, 30, 25, 5],
+            "total_null": [160, 190, 170, 75, 195],
+        }
+    )
+    model = fit_conversion_model(paths_to_journeys(paths))
+    uri = deployment.tracking_uri
+    run_id = client_for(uri).create_run(experiment_id(uri, "attribution")).info.run_id
+    registered = register_conversion_model(uri, model, paths_to_journeys(paths), run_id)
+    client_for(uri).set_terminated(run_id)
+    time.sleep(0.4)  # the service checks the alias every 0.3 s here
+    r = client.post("/attribution", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["credited_by"] == f"content_attribution v{registered.version}"
+    learned = [c for c in answer["channels"] if c["model"] == "data_driven"]
+    assert sum(c["value"] for c in learned) == pytest.approx(100.0)
+
+
 def test_attribution_without_conversions_is_400(client):
     r = client.post(
         "/attribution",

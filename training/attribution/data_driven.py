@@ -137,6 +137,26 @@ class ConversionModel:
         return self.classifier.probability(x)
 
 
+def with_channels(journeys: Journeys, channels: tuple[str, ...]) -> Journeys:
+    """``journeys`` with channel codes of ``channels`` (a model's); a channel the model never
+    saw counts as no touch."""
+    if tuple(journeys.channels) == tuple(channels):
+        return journeys
+    code = np.array([channels.index(c) if c in channels else -1 for c in journeys.channels])
+    mapped = code[journeys.channel]
+    keep = mapped >= 0
+    kept = np.r_[0, np.cumsum(keep.astype(np.int64))]
+    lengths = kept[journeys.offsets[1:]] - kept[journeys.offsets[:-1]]
+    return replace(
+        journeys,
+        offsets=np.r_[0, np.cumsum(lengths)].astype(journeys.offsets.dtype),
+        channel=mapped[keep].astype(np.int32),
+        channels=tuple(channels),
+        content=None if journeys.content is None else journeys.content[keep],
+        touched_at=None if journeys.touched_at is None else journeys.touched_at[keep],
+    )
+
+
 def _pool(x: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, ...]:
     """Unique rows of ``x`` and the summed weights of their duplicates."""
     if len(x) == 0:
@@ -364,21 +384,35 @@ def credit_from_fractions(
     subset: Journeys,
     lost: np.ndarray,
     details: dict,
+    per_journey: bool = False,
 ) -> Attribution:
     """Credit from per-journey lost fractions of the converted journeys (``converted`` and
     ``subset`` from :func:`converted_journeys`; rows of ``lost``).
 
-    A channel's credit is its weighted sum of lost fractions, a negative sum counting as 0;
-    within the channel it goes to the journeys where its fraction is positive, and within a
-    journey evenly to the channel's touches. Scaled to the total conversions (revenue).
+    By default a channel's credit is its weighted sum of lost fractions, a negative sum counting
+    as 0; within the channel it goes to the journeys where its fraction is positive, and within
+    a journey evenly to the channel's touches; scaled to the total conversions (revenue).
+    ``per_journey``: each journey's own conversions (revenue) are shared among its channels in
+    proportion to their positive fractions (evenly when none is positive), so a conversion's
+    credit sums to that conversion and the totals are the sums over conversions.
     """
     counts = journey_matrix(subset, "counts")
     present = (counts > 0).astype(float)
     even = present / np.maximum(present.sum(axis=1, keepdims=True), 1.0)
-    conv_lost, conv_even = _credit(lost, even, journeys.conversions[converted])
-    value_lost, _ = _credit(lost, even, journeys.value[converted])
-    details["fallback"] = conv_even
-    details["removal_effects"] = (lost * journeys.conversions[converted][:, None]).sum(axis=0)
+    weight_conv = journeys.conversions[converted]
+    weight_value = journeys.value[converted]
+    if per_journey:
+        positive = np.clip(lost, 0.0, None)
+        total = positive.sum(axis=1, keepdims=True)
+        share = np.where(total > 0, positive / np.where(total > 0, total, 1.0), even)
+        conv_lost = share * weight_conv[:, None] / max(weight_conv.sum(), 1e-300)
+        value_lost = share * weight_value[:, None] / max(weight_value.sum(), 1e-300)
+        details["fallback"] = bool((total[:, 0] <= 0).any())
+    else:
+        conv_lost, conv_even = _credit(lost, even, weight_conv)
+        value_lost, _ = _credit(lost, even, weight_value)
+        details["fallback"] = conv_even
+    details["removal_effects"] = (lost * weight_conv[:, None]).sum(axis=0)
     details["channels"] = list(journeys.channels)
 
     row_of_journey = np.full(journeys.n_journeys, -1)
@@ -389,8 +423,10 @@ def credit_from_fractions(
     touch_value = np.zeros(journeys.n_touches)
     rows, channel = touch_row[on], journeys.channel[on]
     count = counts[rows, channel]
-    touch_conv[on] = conv_lost[rows, channel] / count * journeys.conversions[converted].sum()
-    touch_value[on] = value_lost[rows, channel] / count * journeys.value[converted].sum()
+    touch_conv[on] = conv_lost[rows, channel] / count * weight_conv.sum()
+    touch_value[on] = value_lost[rows, channel] / count * weight_value.sum()
+    details["touch_conversions"] = touch_conv
+    details["touch_value"] = touch_value
     return from_touch_credit(journeys, model_name, touch_conv, touch_value, details)
 
 

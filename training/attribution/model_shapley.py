@@ -125,6 +125,42 @@ def _sampled(
     return phi / len(orders)
 
 
+def shapley_fractions(
+    model: ConversionModel,
+    subset: Journeys,
+    max_exact_players: int = MAX_EXACT_PLAYERS,
+    permutations: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """Per journey of ``subset`` and channel, the channel's Shapley value of ``model``'s
+    conversion probability over the journey's channels, as a fraction of the journey's
+    probability; and how many journeys were sampled (more channels than ``max_exact_players``)."""
+    k = len(subset.channels)
+    fractions = np.zeros((subset.n_journeys, k))
+    sampled = 0
+    if model.classifier is None:
+        return fractions, sampled
+    days = days_before_last_touch(subset)
+    m_of, players, local = _local_players(subset)
+    full = model.probability(subset, days=days)
+    rng = np.random.default_rng(seed)
+    for m in np.unique(m_of):
+        rows = m_of == m
+        group = subset.select(rows)
+        touches = np.repeat(rows, subset.lengths)
+        group_days = None if days is None else days[touches]
+        if m <= max_exact_players:
+            phi = _exact(model, group, local[touches], group_days, int(m))
+        else:
+            phi = _sampled(model, group, local[touches], group_days, int(m), permutations, rng)
+            sampled += int(rows.sum())
+        index = np.flatnonzero(rows)
+        for player in range(int(m)):
+            channel = players[rows, player]
+            fractions[index, channel] = phi[:, player] / full[rows]
+    return fractions, sampled
+
+
 def model_shapley(
     journeys: Journeys,
     model: ConversionModel,
@@ -134,6 +170,12 @@ def model_shapley(
 ) -> Attribution:
     """Credit by per-journey Shapley values of ``model``'s conversion probability.
 
+    Each converted journey's conversion (and revenue) is shared among its channels in
+    proportion to their positive Shapley values (evenly when none is positive), so one
+    conversion's credit sums to that conversion, and the run's credit is the sum of its
+    conversions' (:func:`training.attribution.data_driven.credit_from_fractions` with
+    ``per_journey``).
+
     Returns:
         Credit per channel and content item; ``details`` holds ``model`` (the conversion model's
         candidate), ``sampled_journeys`` (journeys with more channels than
@@ -142,29 +184,8 @@ def model_shapley(
     """
     require_conversions(journeys)
     converted, subset = converted_journeys(journeys)
-    k = len(journeys.channels)
-    fractions = np.zeros((subset.n_journeys, k))
-    sampled = 0
-    if model.classifier is not None:
-        days = days_before_last_touch(subset)
-        m_of, players, local = _local_players(subset)
-        full = model.probability(subset, days=days)
-        rng = np.random.default_rng(seed)
-        for m in np.unique(m_of):
-            rows = m_of == m
-            group = subset.select(rows)
-            touches = np.repeat(rows, subset.lengths)
-            group_days = None if days is None else days[touches]
-            if m <= max_exact_players:
-                phi = _exact(model, group, local[touches], group_days, int(m))
-            else:
-                phi = _sampled(model, group, local[touches], group_days, int(m), permutations, rng)
-                sampled += int(rows.sum())
-            index = np.flatnonzero(rows)
-            for player in range(int(m)):
-                channel = players[rows, player]
-                fractions[index, channel] = phi[:, player] / full[rows]
+    fractions, sampled = shapley_fractions(model, subset, max_exact_players, permutations, seed)
     details: dict[str, object] = {"model": model.candidate.name, "sampled_journeys": sampled}
     return credit_from_fractions(
-        journeys, "data_driven_shapley", converted, subset, fractions, details
+        journeys, "data_driven_shapley", converted, subset, fractions, details, per_journey=True
     )
