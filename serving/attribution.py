@@ -12,6 +12,7 @@ and any other period gets an answer naming the periods there are.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -27,6 +28,8 @@ from crm.contract import CHANNELS
 from training.attribution.data_driven import ConversionModel, with_channels
 from training.attribution.journeys import paths_to_journeys
 from training.attribution.models import ModelOptions, credit_table, run_models
+
+log = logging.getLogger("crm_intel.serving")
 
 
 class NoAttributionRun(LookupError):
@@ -102,12 +105,16 @@ class AttributionChampion:
             if now - self._checked < self.refresh_seconds:
                 return self._held
             self._checked = now
-            current = champion_version(self.tracking_uri, MODEL_NAME)
-            if current is None:
-                self._held = None
-            elif self._held is None or self._held[0] != str(current.version):
-                version = str(current.version)
-                self._held = (version, load_conversion_model(self.tracking_uri, version))
+            try:
+                current = champion_version(self.tracking_uri, MODEL_NAME)
+                if current is None:
+                    self._held = None
+                elif self._held is None or self._held[0] != str(current.version):
+                    version = str(current.version)
+                    self._held = (version, load_conversion_model(self.tracking_uri, version))
+            except Exception:  # the registry unreachable: keep crediting with what is held
+                held = "none" if self._held is None else f"v{self._held[0]}"
+                log.warning("cannot read the attribution champion; keeping %s", held, exc_info=True)
             return self._held
 
 

@@ -85,6 +85,8 @@ class Deployment:
             "BENTOML_HOME": str(self.root / "bentoml"),
             # the short back-test before registering is not what these tests check
             "CRM_INTEL_TRAIN_BACKTEST_CUTOFFS": "0",
+            # nor are the attribution intervals (their own tests run them)
+            "CRM_INTEL_ATTRIBUTION_BOOTSTRAP": "3",
         }
 
     def cli(self, *args: str, json_line: bool = True) -> Any:
