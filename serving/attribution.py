@@ -27,7 +27,7 @@ import pandas as pd
 from crm.contract import CHANNELS
 from training.attribution.data_driven import ConversionModel, with_channels
 from training.attribution.journeys import paths_to_journeys
-from training.attribution.models import ModelOptions, credit_table, run_models
+from training.attribution.models import LEARNED_MODELS, ModelOptions, credit_table, run_models
 
 log = logging.getLogger("crm_intel.serving")
 
@@ -78,9 +78,6 @@ def _interval(row: dict[str, Any]) -> dict[str, Any]:
         "share_high": float(high),
         "includes_zero": bool(row.get("includes_zero")),
     }
-
-
-LEARNED = ("data_driven", "data_driven_shapley")
 
 
 class AttributionChampion:
@@ -147,7 +144,7 @@ def credit_for_paths(
     journeys = paths_to_journeys(frame, channels=CHANNELS, source="request")
     options = ModelOptions()
     credited_by = None
-    if any(m in LEARNED for m in models):
+    if any(m in LEARNED_MODELS for m in models):
         if champion is None:
             raise NoAttributionModel("no registered attribution model holds champion")
         version, model = champion

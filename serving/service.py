@@ -32,7 +32,6 @@ from crm.settings import Settings
 from features.training import FEATURE_SERVICES
 from serving import http_protocol, release
 from serving.attribution import (
-    LEARNED,
     AttributionChampion,
     NoAttributionModel,
     NoAttributionRun,
@@ -59,6 +58,7 @@ from serving.scoring import MODEL_ENTITIES, score_items
 from serving.status import STATUSES, api_error
 from serving.trend import TrendReferences, add_trends
 from training.attribution.errors import AttributionError
+from training.attribution.models import LEARNED_MODELS
 
 log = logging.getLogger("crm_intel.serving")
 # Third-party deprecation warnings about the libraries' own code (BentoML 1.4.39 reads
@@ -449,7 +449,7 @@ class CRMIntel:
         models = list(models or ["markov_1"])
         try:
             if journeys is not None:
-                learned = any(m in LEARNED for m in models)
+                learned = any(m in LEARNED_MODELS for m in models)
                 credit = credit_for_paths(
                     [j.model_dump() for j in journeys],
                     models,

@@ -231,7 +231,7 @@ def _track(
 ) -> dict[str, Any]:
     """Log the run to MLflow and, when the data-driven model ran, register its conversion model
     behind the held-out gate (:mod:`training.attribution.tracking`)."""
-    from training.attribution.models import conversion_model
+    from training.attribution.models import LEARNED_MODELS, conversion_model
     from training.attribution.tracking import log_attribution_run, register_conversion_model
 
     uri = settings.tracking_uri()
@@ -240,7 +240,7 @@ def _track(
     )
     run_id = log_attribution_run(uri, journeys, results, table, summary, period, run_name=name)
     tracked: dict[str, Any] = {"mlflow_run_id": run_id}
-    if any(r.model in ("data_driven", "data_driven_shapley") for r in results):
+    if any(r.model in LEARNED_MODELS for r in results):
         registered = register_conversion_model(
             uri, conversion_model(journeys, seed), journeys, run_id
         )
@@ -333,7 +333,7 @@ def report(
     per channel, campaign and content type, in the settings' currency."""
     from reports.attribution import build_report, write_report
     from training.attribution import ModelOptions, load_marketing, parse_models, run_summary
-    from training.attribution.models import conversion_model
+    from training.attribution.models import LEARNED_MODELS, conversion_model
     from training.attribution.periods import calendar_quarters, credit_by_period
 
     started = time.perf_counter()
@@ -345,7 +345,7 @@ def report(
         quarters = calendar_quarters(journeys) if journeys.has_time else []
         with progress("attribution by quarter", total=len(quarters) + 1) as advance:
             names = parse_models(models)
-            learned = {"data_driven", "data_driven_shapley"} & set(names)
+            learned = set(LEARNED_MODELS) & set(names)
             periods = credit_by_period(
                 journeys,
                 names,
@@ -425,9 +425,11 @@ def influence(
     rule = journey or settings.attribution_opportunity_journey
     uri = settings.tracking_uri()
     try:
-        model = load_conversion_model(uri)
         current = champion_version(uri, MODEL_NAME)
-        version = "" if current is None else str(current.version)
+        if current is None:
+            raise NoChampion(f"no champion for {MODEL_NAME!r}; run `crm-intel attribution run`")
+        version = str(current.version)
+        model = load_conversion_model(uri, version)
         raw = settings.raw_dir
         opportunities = read_table(raw, "opportunities")
         journeys, keyed = opportunity_journeys(

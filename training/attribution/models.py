@@ -43,6 +43,9 @@ class ModelOptions:
     conversion_model: ConversionModel | None = None  # fitted already: credit without fitting
 
 
+# The models that credit with a fitted conversion model (one per journeys, or a registered one)
+LEARNED_MODELS = ("data_driven", "data_driven_shapley")
+
 # The data-driven model and model-based Shapley credit with one fitted conversion model: fitted
 # once per journeys object and seed (journeys are immutable, so the object is the key).
 _FITTED: weakref.WeakKeyDictionary[Journeys, dict[int, ConversionModel]] = (
@@ -158,7 +161,7 @@ def model_intervals(
     the conversion model chosen on ``journeys``."""
     options = options or ModelOptions()
     names = parse_models(models)
-    learned = any(name in ("data_driven", "data_driven_shapley") for name in names)
+    learned = any(name in LEARNED_MODELS for name in names)
     chosen = options.conversion_model or (
         conversion_model(journeys, options.seed) if learned else None
     )
