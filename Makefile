@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 MAVEN_DIR ?= ../shared/datasets/maven_crm
 PYTEST_ARGS ?=
+# The suite keeps both cores busy on two pytest-xdist workers; each takes whole test files, so a
+# module's fixtures are built once (tests/conftest.py starts the slowest files first).
+TEST_WORKERS ?= 2
 PORT ?= 3000
 FROM ?=
 FORMAT ?= contract
@@ -53,10 +56,10 @@ quickstart: $(STAMP) ## Your CRM's export → a serving API: make quickstart FRO
 	$(BIN)/crm-intel quickstart --from $(FROM) --format $(FORMAT) --data-dir $(DATA_DIR) --port $(PORT)
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, model)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run only the fast unit tests
-	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+	$(BIN)/pytest -m unit -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check), mypy and the layer contract (lint-imports)
 	$(BIN)/ruff check crm simulator features training serving reports crm_intel monitoring tests benchmarks

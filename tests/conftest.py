@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 SMALL = SimulationConfig(seed=11, accounts=400, leads=4_000, months=12)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs the suite on two pytest-xdist workers; xdist sets COLUMNS in each worker to
+    # the controller's terminal width, so the CLI (run in-process or as a subprocess) would fold
+    # its lines at 80 columns, as it never does into a pipe. The tests read its output as a pipe.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with a test marked ``slow`` (or under tests/model) run first, each module's tests
+    kept together and in order: with ``-n 2 --dist loadfile`` the longest work starts first and the
+    workers finish together; module fixtures are still built once."""
+    heavy = {
+        item.path
+        for item in items
+        if item.get_closest_marker("slow") or item.path.parent.name == "model"
+    }
+    items.sort(key=lambda item: item.path not in heavy)  # stable: order within each group kept
 
 
 @pytest.fixture(autouse=True)

@@ -247,6 +247,7 @@ def test_failed_step_stops_the_run_and_leaves_the_write_back(night: Night, tmp_p
     assert _files(night.writeback) == before and _score_log_rows(night) == logged
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_the_previous_outputs_and_the_lock_refuses_a_second(
     night: Night, tmp_path: Path
 ) -> None:

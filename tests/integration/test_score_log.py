@@ -136,6 +136,7 @@ def _whole(row: dict) -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("deployment_env")
 def test_kill_9_mid_load_leaves_whole_rows_then_shadow_logs_both_arms(
     deployment: Deployment, log_database_url: str, tmp_path: Path

@@ -187,6 +187,7 @@ async def _load(
     return statuses, latencies, versions
 
 
+@pytest.mark.slow
 def test_load_with_champion_swaps_has_no_errors_and_flat_memory(server, deployment, settings):
     # Given a second registered version of the lead model (same artifact, new version number)
     uri = deployment.tracking_uri
@@ -308,6 +309,7 @@ def test_bentoml_build_makes_a_bento_from_bentofile(tmp_path):
     assert "service: serving.service:CRMIntel" in built[0].read_text()
 
 
+@pytest.mark.slow
 def test_serve_command_prints_a_working_curl_example(deployment, tmp_path):
     import shlex
     import signal
