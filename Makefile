@@ -90,10 +90,13 @@ bench-attribution: $(STAMP) ## Benchmark: 1M journeys per model and the journey 
 bench-pages: $(STAMP) ## Benchmark: write the attribution page and the funnel cockpit on the demo CRM (time, weight)
 	$(BIN)/python benchmarks/pages.py
 
+bench-value: $(STAMP) ## Benchmark: BG/NBD and Gamma-Gamma on CDNOW's sample and master file (fit time, holdout error)
+	$(BIN)/python benchmarks/customer_value.py
+
 bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow models serve), loopback only
 	$(BIN)/python benchmarks/serve.py
 
-bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
+bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-value bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache

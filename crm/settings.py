@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # an opportunity's journey for campaign influence: its account's touches (its leads' and
     # its contacts'), or only those of the lead it names (training.attribution.influence)
     attribution_opportunity_journey: Literal["account", "lead"] = "account"
+    # Lifetime value (`crm-intel value`): the yearly rate future revenue is discounted at, and how
+    # far ahead a transactional customer's value is counted
+    value_discount_rate: float = Field(default=0.10, ge=0.0, lt=1.0)
+    value_horizon_weeks: int = Field(default=52, ge=1)
     # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
     # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

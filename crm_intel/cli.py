@@ -24,6 +24,7 @@ from crm_intel.commands import (
     scores,
     simulating,
     training,
+    valuing,
 )
 from crm_intel.commands import serving as serving_cmd
 
@@ -65,6 +66,7 @@ app.command("audit")(privacy.audit)
 app.command("monitor")(monitoring.monitor)
 app.add_typer(pushing.app, name="push")
 app.add_typer(reporting.app, name="report")
+app.add_typer(valuing.app, name="value")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -353,7 +353,7 @@ def build_funnel_page(
         for key in ("table", "note", "empty"):
             section.setdefault(key, "")
     return render_page(
-        "funnel.html",
+        "sections.html",
         title=title,
         subtitle=f"Data as of {as_of} · leads created {span} · amounts in {currency_words}",
         kpi_heading=kpi_heading,

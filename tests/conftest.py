@@ -148,3 +148,10 @@ def error_bodies(_scan_error_bodies: object) -> list[tuple[str, int, str]]:
 def disclosure() -> object:
     """:func:`disclosed`, for tests that scan bodies themselves."""
     return disclosed
+
+
+@pytest.fixture(scope="session")
+def cdnow_sample() -> Path:
+    """CDNOW's 2,357-customer sample (``../shared/datasets/cdnow``): master id, sample id,
+    YYYYMMDD date, CDs, dollars; no header."""
+    return SHARED_DATASETS / "cdnow" / "CDNOW_sample.txt"
