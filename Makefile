@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 MAVEN_DIR ?= ../shared/datasets/maven_crm
+CDNOW_FILE ?= ../shared/datasets/cdnow/CDNOW_sample.txt
 PYTEST_ARGS ?=
 # The suite keeps both cores busy on two pytest-xdist workers; each takes whole test files, so a
 # module's fixtures are built once (tests/conftest.py starts the slowest files first).
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install crm-intel with its dev extra
 
 demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both models → attribution report → scoring API
-	$(BIN)/crm-intel simulate --data-dir $(DATA_DIR) --seed 7
+	$(BIN)/crm-intel simulate --data-dir $(DATA_DIR) --seed 7 --lifetime-truth
 	$(BIN)/crm-intel features build --data-dir $(DATA_DIR)
 	$(BIN)/crm-intel features apply --data-dir $(DATA_DIR)
 	$(BIN)/crm-intel features materialize --data-dir $(DATA_DIR)
@@ -38,11 +39,17 @@ demo: $(STAMP) ## Main job on embedded defaults: demo CRM → features → both 
 	$(BIN)/crm-intel attribution run --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/credit.parquet
 	$(BIN)/crm-intel attribution report --data-dir $(DATA_DIR) --out $(DATA_DIR)/attribution/report.html
 	$(BIN)/crm-intel report funnel --data-dir $(DATA_DIR) --out $(DATA_DIR)/reports/funnel.html
+	$(BIN)/crm-intel value accounts --data-dir $(DATA_DIR) --out $(DATA_DIR)/value/accounts.csv
+	@if [ -f "$(CDNOW_FILE)" ]; then \
+		$(BIN)/crm-intel value customers --data-dir $(DATA_DIR) --purchases $(CDNOW_FILE) \
+			--calibration-end 1997-09-30 --holdout-end 1998-06-30 --out $(DATA_DIR)/value/customers.csv; \
+	else echo "($(CDNOW_FILE) not found: skipping the customer value example)"; fi
 	@if [ -d "$(MAVEN_DIR)" ]; then \
 		$(BIN)/crm-intel import --maven $(MAVEN_DIR) --data-dir $(DATA_DIR)/maven; \
 	else echo "($(MAVEN_DIR) not found: skipping the Maven CRM import)"; fi
 	@echo "Attribution report for marketers: $(DATA_DIR)/attribution/report.html"
 	@echo "Funnel cockpit for sales and marketing: $(DATA_DIR)/reports/funnel.html"
+	@echo "Account value: $(DATA_DIR)/value/accounts.html"
 	@echo "Models and runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 	@echo "Notebooks: $(BIN)/jupyter lab notebooks/"
 	@# prints "starting…" at once, then the address and a curl example once /readyz answers

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # far ahead a transactional customer's value is counted
     value_discount_rate: float = Field(default=0.10, ge=0.0, lt=1.0)
     value_horizon_weeks: int = Field(default=52, ge=1)
+    # a subscription account's value: the share of its MRR that is margin
+    value_gross_margin: float = Field(default=0.80, gt=0.0, le=1.0)
     # Scoring service (serving/): API keys as comma-separated CRM_INTEL_API_KEYS, never logged;
     # an entry KEY:score|attribution limits a key to those scopes (serving.auth.SCOPES).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

@@ -19,6 +19,7 @@ from reports.page_style import (
     INK,
     MUTED,
     ORANGE,
+    card,
     chart,
     count,
     money,
@@ -80,19 +81,19 @@ def build_value_page(
     customers = len(values)
     repeat = int((values["frequency"] > 0).sum())
     cards = [
-        _card("Customers", count(customers), f"first purchase on or before {end:%d %b %Y}"),
-        _card("Came back", percent(repeat / customers if customers else None), "bought again"),
-        _card(
+        card("Customers", count(customers), f"first purchase on or before {end:%d %b %Y}"),
+        card("Came back", percent(repeat / customers if customers else None), "bought again"),
+        card(
             "Still customers",
             count(values["p_alive"].sum()),
             "expected number, from each one's chance",
         ),
-        _card(
+        card(
             f"Purchases, next {horizon_weeks} weeks",
             count(values["expected_purchases"].sum()),
             "expected repeat purchases",
         ),
-        _card(
+        card(
             f"Value, next {horizon_weeks} weeks",
             money(values["lifetime_value"].sum(), currency),
             f"discounted at {annual_discount_rate:.0%} a year",
@@ -275,7 +276,3 @@ def _top_share(value: pd.Series) -> float | None:
         return None
     top = value.sort_values(ascending=False).head(max(1, len(value) // 10))
     return float(top.sum()) / total
-
-
-def _card(label: str, value: str, hint: str) -> dict:
-    return {"label": label, "value": value, "hint": hint, "change": "", "tone": "", "previous": ""}

@@ -138,6 +138,11 @@ def chart(div_id: str, title: str, figure: go.Figure, height: int, caption: str 
     return {"id": div_id, "title": title, "html": html, "caption": caption}
 
 
+def card(label: str, value: str, hint: str) -> dict:
+    """A KPI card of the sections page (no change against an earlier period)."""
+    return {"label": label, "value": value, "hint": hint, "change": "", "tone": "", "previous": ""}
+
+
 # ----------------------------------------------------------------------------- pages
 def render_page(template: str, **values: Any) -> str:
     """Render ``templates/<template>`` (each extends ``base.html``: the shared shell and style,

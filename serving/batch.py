@@ -30,7 +30,14 @@ from features.store import entity_info, latest_rows
 from features.training import FEATURE_SERVICES
 from serving.online import OnlineFeatures
 from serving.score_log import append, open_log, rows_from_results
-from serving.scoring import MODEL_ENTITIES, VALUE_FEATURE, batch_frame, iter_chunks, score
+from serving.scoring import (
+    MODEL_ENTITIES,
+    MODEL_OF_ENTITY,
+    VALUE_FEATURE,
+    batch_frame,
+    iter_chunks,
+    score,
+)
 from serving.status import NOT_A_CUSTOMER, standing
 from serving.trend import trends
 from training.registry import Champion, load_champion
@@ -263,6 +270,35 @@ def score_batch(
     if source_key is not None:
         frame.insert(1, source_key, source_ids.of(entity, frame[key].astype(str)))
     return frame, champion
+
+
+def scorable_rows(settings: Settings, entity: str, as_of: datetime | None = None) -> pd.DataFrame:
+    """The feature rows of every ``entity`` the batch would score, as :func:`score_batch` reads
+    them: from the online store now, or as they stood at ``as_of`` (:class:`AsOfFeatures`);
+    closed, stale and unknown ones left out."""
+    online: OnlineFeatures | AsOfFeatures
+    if as_of is not None:
+        online = AsOfFeatures(settings, entity, as_of)
+        ids = online.ids()
+    else:
+        online = OnlineFeatures(settings, timeout_ms=30_000)
+        ids = batch_ids(settings, entity)
+    key = MODEL_ENTITIES[MODEL_OF_ENTITY[entity]][1]
+    parts = []
+    try:
+        ttl = online.ttl(entity)
+        for chunk in iter_chunks(ids, CHUNK):
+            rows = online.frame(entity, chunk, status=True)
+            keep = [
+                standing(entity, str(record[key]), record, ttl=ttl).scorable
+                for record in _records(rows, key)
+            ]
+            parts.append(rows[np.asarray(keep, dtype=bool)])
+    finally:
+        online.close()
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
 
 
 def _records(rows: pd.DataFrame, key: str) -> list[dict[str, object]]:

@@ -90,6 +90,8 @@ class SimulationResult:
     summary: dict[str, Any]
     lead_process: LeadProcess | None = None  # the conversion process, for counterfactual queries
     drift: dict[str, Any] | None = None  # what the planted drift did (truth/drift.json), if any
+    # each live subscription's true expected remaining lifetime at the end (written on request)
+    lifetime: pd.DataFrame | None = None
 
 
 Progress = Callable[[str], None]

@@ -69,6 +69,7 @@ from simulator.conversion import LeadProcess
 from simulator.drift import plant_drift
 from simulator.drift_truth import drift_truth
 from simulator.leads import draw_leads
+from simulator.lifetime_truth import remaining_lifetime_truth
 from simulator.tables import contract_tables, summarize
 from simulator.touches import draw_campaigns, draw_content, draw_touches
 
@@ -187,4 +188,7 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
         if planted is not None
         else None
     )
-    return SimulationResult(cfg, tables, truth, summary, conv, drift)
+    lifetime = remaining_lifetime_truth(
+        cal, subs, churn, tables["accounts"]["account_id"].to_numpy()
+    ).astype({"account_id": DTYPES["id"]})
+    return SimulationResult(cfg, tables, truth, summary, conv, drift, lifetime)

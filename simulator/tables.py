@@ -391,10 +391,14 @@ def summarize(
     }
 
 
-def write_simulation(result: SimulationResult, data_dir: Path) -> dict[str, Path]:
+def write_simulation(
+    result: SimulationResult, data_dir: Path, lifetime: bool = False
+) -> dict[str, Path]:
     """Write raw tables to ``<data_dir>/raw`` and truth to ``<data_dir>/truth``, atomically.
 
-    The truth holds ``drift.json`` (:mod:`simulator.drift_truth`) only when drift was planted.
+    The truth holds ``drift.json`` (:mod:`simulator.drift_truth`) only when drift was planted,
+    and ``lifetime.parquet`` (:mod:`simulator.lifetime_truth`) only when ``lifetime`` is asked
+    for: without either, the bytes of before.
     """
     data_dir = Path(data_dir)
     raw_dir, truth_dir = data_dir / "raw", data_dir / "truth"
@@ -410,4 +414,6 @@ def write_simulation(result: SimulationResult, data_dir: Path) -> dict[str, Path
             (truth_tmp / "drift.json").write_text(
                 json.dumps(result.drift, indent=2, sort_keys=True, default=str)
             )
+        if lifetime and result.lifetime is not None:
+            write_parquet(result.lifetime, truth_tmp / "lifetime.parquet")
     return {"raw": raw_dir, "truth": truth_dir}

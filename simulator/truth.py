@@ -18,3 +18,11 @@ def read_probability_truth(truth_dir: Path | str, table: str | None) -> pd.DataF
         return None
     path = Path(truth_dir) / f"{table}.parquet"
     return pd.read_parquet(path) if path.exists() else None
+
+
+def read_lifetime_truth(truth_dir: Path | str) -> pd.DataFrame | None:
+    """Each live subscription's true expected remaining lifetime at the end of the simulation
+    (``account_id``, ``as_of``, ``expected_remaining_months``; :mod:`simulator.lifetime_truth`),
+    or None when it was not written (``simulate --lifetime-truth``) or the data is not simulated."""
+    path = Path(truth_dir) / "lifetime.parquet"
+    return pd.read_parquet(path) if path.exists() else None

@@ -59,6 +59,14 @@ def simulate(
             case_sensitive=False,
         ),
     ] = "contract",
+    lifetime_truth: Annotated[
+        bool,
+        typer.Option(
+            "--lifetime-truth",
+            help="Also write each live subscription's true expected remaining lifetime "
+            "(truth/lifetime.parquet), which `value accounts` is checked against.",
+        ),
+    ] = False,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -80,7 +88,7 @@ def simulate(
     with progress("simulate", total=STEPS) as advance:
         result = run(config, progress=advance)
         advance("writing")
-        paths = write_simulation(result, target)
+        paths = write_simulation(result, target, lifetime=lifetime_truth)
         if export_format != "contract":
             advance(f"writing the {export_format} export")
             paths["export"] = _write_export(result.tables, export_format, Path(target))

@@ -141,3 +141,48 @@ def test_a_bad_date_names_the_file_row_and_field_and_writes_nothing(tmp_path: Pa
 def test_without_purchases_it_says_what_to_give(tmp_path: Path) -> None:
     code, output, _ = _value("--out", str(tmp_path / "value.csv"))
     assert code == 2 and "--purchases" in output
+
+
+# ----------------------------------------------------------------------------- value accounts
+def _value_accounts(*args: str) -> tuple[int, str, dict | None]:
+    result = CliRunner().invoke(app, ["value", "accounts", *args])
+    lines = result.stdout.strip().splitlines()
+    payload = json.loads(lines[-1]) if result.exit_code == 0 and lines else None
+    return result.exit_code, result.output, payload
+
+
+@pytest.mark.usefixtures("deployment_env")
+def test_value_accounts_values_every_account_the_batch_scores(deployment, tmp_path: Path) -> None:
+    from crm.settings import Settings
+    from serving.batch import score_batch
+
+    # given the demo deployment (features online, a churn champion)
+    out = tmp_path / "accounts.csv"
+    # when
+    code, output, payload = _value_accounts("--out", str(out), "--json")
+    # then every live account the nightly batch scores has a value, and only those
+    assert code == 0, output
+    settings = Settings(data_dir=deployment.data_dir, mlflow_tracking_uri=deployment.tracking_uri)
+    scores, champion = score_batch(settings, "churn_risk")
+    scored = scores.loc[scores["status"] == "scored", "account_id"].astype(str)
+    table = pd.read_csv(out, dtype={"account_id": str})
+    assert sorted(table["account_id"]) == sorted(scored)
+    assert payload["accounts"] == len(table) and payload["churn_model_version"] == champion.version
+    # each range holds its expectation; value is margin × MRR over the months, discounted
+    assert (table["remaining_months_low"] <= table["expected_remaining_months"]).all()
+    assert (table["expected_remaining_months"] <= table["remaining_months_high"]).all()
+    undiscounted = (
+        payload["settings"]["gross_margin"] * table["mrr"] * table["expected_remaining_months"]
+    )
+    assert (table["lifetime_value"] <= undiscounted * 1.001).all()
+    assert (table["lifetime_value"] >= undiscounted * 0.3).all()
+    # the next renewal's probability is the churn model's, as the batch scores a renewal window
+    assert table["p_next_renewal"].between(0, 1).all()
+    assert 0 <= payload["persistence"] <= 1
+    assert Path(payload["page"]).exists() and "truth" not in payload  # not simulated truth here
+
+
+def test_value_accounts_without_a_churn_model_says_how_to_train_one(tmp_path: Path) -> None:
+    code, output, _ = _value_accounts("--out", str(tmp_path / "a.csv"))
+    assert code == 2
+    assert "no champion for 'churn_risk'" in output and "crm-intel train" in output

@@ -30,7 +30,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features import store
 
     path = tmp_path_factory.mktemp("churn-crm")
-    write_simulation(simulate(CONFIG), path)
+    write_simulation(simulate(CONFIG), path, lifetime=True)
     settings = Settings(data_dir=path)
     store.build(settings)
     store.apply(settings)
@@ -128,3 +128,50 @@ def test_cli_train_churn_json_reports_auc_oracle_and_ece(
         "step 4/4: logging to MLflow, registering and the promotion gate…",
     ):
         assert any(line.startswith(stage) for line in lines), (stage, done.stderr)
+
+
+def test_expected_lifetime_ranks_accounts_better_than_the_segment_mean(
+    data_dir: Path, result: TrainingResult
+) -> None:
+    from serving.account_value import feature_history
+    from serving.batch import scorable_rows
+    from simulator.truth import read_lifetime_truth
+    from training.subscription_value import (
+        lifetime_check,
+        peer_months_by_account,
+        remaining_lifetime,
+        renewal_persistence,
+    )
+
+    # given every live account at the end of the data, and its true expected remaining lifetime
+    settings = Settings(data_dir=data_dir)
+    truth = read_lifetime_truth(settings.truth_dir)
+    assert truth is not None
+    as_of = truth["as_of"].iloc[0]
+    features = scorable_rows(settings, "account", as_of.to_pydatetime())
+
+    # when the churn model (trained on labels closed before its cutoff) values them, its
+    # standing's persistence from one renewal to the next measured on the CRM's history
+    def churn_probability(frame: pd.DataFrame) -> np.ndarray:
+        return result.model.predict_proba(frame)[:, 1]
+
+    history = feature_history(settings, as_of.to_pydatetime())
+    persistence, pairs = renewal_persistence(history, churn_probability)
+    values = remaining_lifetime(features, churn_probability, persistence=persistence)
+    subscriptions = pd.read_parquet(data_dir / "raw" / "subscriptions.parquet")
+    peer = peer_months_by_account(subscriptions, as_of)
+    figures, calibration = lifetime_check(values.astype({"account_id": str}), truth, peer)
+    # then it ranks the accounts' lifetimes and values closer to the truth than the peer that
+    # gives every account its plan's mean lifetime (MRR × mean lifetime)
+    assert figures["accounts"] >= 0.98 * len(truth)
+    assert figures["spearman_lifetime"] > figures["spearman_lifetime_peer"]
+    assert figures["spearman_value"] > figures["spearman_value_peer"]
+    assert figures["mean_absolute_error_months"] < figures["mean_absolute_error_months_peer"]
+    # every range holds its expectation, and values follow the months and the MRR
+    assert (values["remaining_months_low"] <= values["expected_remaining_months"]).all()
+    assert (values["expected_remaining_months"] <= values["remaining_months_high"]).all()
+    assert (values["lifetime_value_low"] <= values["lifetime_value"] + 1e-6).all()
+    assert (values["lifetime_value"] <= values["lifetime_value_high"] + 1e-6).all()
+    assert len(calibration) == 10
+    # the persistence rests on the CRM's own renewals, not on a default
+    assert pairs >= 30 and 0 < persistence < 1
