@@ -17,7 +17,7 @@ from reports.page_style import (
     count,
     money,
     plain,
-    render_page,
+    render_sections_page,
 )
 
 DEFINITIONS = [
@@ -110,13 +110,7 @@ def build_account_value_page(
                 ],
             }
         )
-    for section in sections:
-        for key in ("cards", "charts"):
-            section.setdefault(key, [])
-        for key in ("table", "note", "empty"):
-            section.setdefault(key, "")
-    return render_page(
-        "sections.html",
+    return render_sections_page(
         title=title,
         subtitle=(
             f"Accounts as of {as_of} · amounts in "

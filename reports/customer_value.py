@@ -25,7 +25,7 @@ from reports.page_style import (
     money,
     percent,
     plain,
-    render_page,
+    render_sections_page,
 )
 from training.customer_value import CustomerValueModel, HoldoutCheck
 from training.rfm import SEGMENTS
@@ -157,15 +157,9 @@ def build_value_page(
             ],
         }
     )
-    for section in sections:
-        for key in ("cards", "charts"):
-            section.setdefault(key, [])
-        for key in ("table", "note", "empty"):
-            section.setdefault(key, "")
     parameters = model.parameters
     fitted = ", ".join(f"{name} = {value:.3f}" for name, value in parameters.items())
-    return render_page(
-        "sections.html",
+    return render_sections_page(
         title=title,
         subtitle=(
             f"Purchases up to {end:%d %b %Y} · amounts in "

@@ -43,7 +43,7 @@ from reports.page_style import (
     month_label,
     percent,
     plain,
-    render_page,
+    render_sections_page,
     write_page,
 )
 from training.funnel import Funnel, Kpi
@@ -347,13 +347,7 @@ def build_funnel_page(
         },
         _scores_section(scores, notes, currency),
     ]
-    for section in sections:
-        for key in ("cards", "charts"):
-            section.setdefault(key, [])
-        for key in ("table", "note", "empty"):
-            section.setdefault(key, "")
-    return render_page(
-        "sections.html",
+    return render_sections_page(
         title=title,
         subtitle=f"Data as of {as_of} · leads created {span} · amounts in {currency_words}",
         kpi_heading=kpi_heading,

@@ -6,6 +6,7 @@ figure into a chart block of a page. :mod:`reports.funnel_charts` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,35 @@ def render_page(template: str, **values: Any) -> str:
         undefined=jinja2.StrictUndefined,
     )
     return environment.get_template(template).render(plotly_js=get_plotlyjs(), **values)
+
+
+def render_sections_page(
+    *,
+    title: str,
+    subtitle: str,
+    kpi_heading: str,
+    kpi_note: str,
+    kpis: Sequence[dict],
+    sections: Sequence[dict],
+    definitions: Sequence[tuple[str, str]],
+) -> str:
+    """The page of KPI cards, then sections, then definitions (``templates/sections.html``).
+    A section is a dict with ``id``, ``title`` and ``lead``, and any of ``cards``, ``charts``
+    (:func:`chart` blocks), ``table`` (HTML), ``note`` and ``empty`` (said when it has nothing)."""
+    filled = [
+        {"cards": [], "charts": [], "table": "", "note": "", "empty": "", **section}
+        for section in sections
+    ]
+    return render_page(
+        "sections.html",
+        title=title,
+        subtitle=subtitle,
+        kpi_heading=kpi_heading,
+        kpi_note=kpi_note,
+        kpis=kpis,
+        sections=filled,
+        definitions=definitions,
+    )
 
 
 def write_page(page: str, out: Path | str) -> Path:
