@@ -31,6 +31,7 @@ DEFAULT_CRM_FIELDS: dict[str, str] = {
     "lead_trend_change": "Score_Trend_Change__c",
     "account_trend": "Churn_Risk_Trend__c",
     "account_trend_change": "Churn_Risk_Trend_Change__c",
+    "account_rfm_segment": "RFM_Segment__c",
 }
 
 

@@ -252,6 +252,12 @@ class AccountScore(_Scored):
         None, description="Churn risk band: high ≥ 50, medium 25–49, low < 25."
     )
     revenue_at_risk: float | None = Field(None, description="Churn probability × 12 × MRR.")
+    rfm_segment: str | None = Field(
+        None,
+        description="The account's RFM segment from its won deals: champion (2+ deals, the last "
+        "within 90 days), loyal (2+, the last within a year), recent (one, within 180 days), "
+        "at_risk (one, 180–365 days ago), lapsed (the last over a year ago), no_deals.",
+    )
 
 
 class _Batch(BaseModel):

@@ -42,6 +42,7 @@ MODEL_ENTITIES: dict[str, tuple[str, str]] = {
 }
 MODEL_OF_ENTITY: dict[str, str] = {entity: model for model, (entity, _) in MODEL_ENTITIES.items()}
 VALUE_FEATURE = "mrr"  # monthly value behind churn's revenue at risk (probability × 12 × MRR)
+SEGMENT_FEATURE = "rfm_segment"  # the account's RFM segment, given beside its churn risk
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ def crm_fields(
         }
         if entity == "account":
             out[names["account_revenue_at_risk"]] = None
+            out[names["account_rfm_segment"]] = None
         return out
     out = {
         names[f"{entity}_score"]: int(row["score"]),
@@ -300,6 +302,7 @@ def crm_fields(
     }
     if entity == "account":
         out[names["account_revenue_at_risk"]] = round(float(row["revenue_at_risk"]), 2)
+        out[names["account_rfm_segment"]] = row.get("rfm_segment")
     return out
 
 
@@ -364,10 +367,13 @@ def batch_frame(
     timestamps = pd.to_datetime(online["event_timestamp"], utc=True).tolist()
     ids = online[key].astype(str).tolist()
     records = frame.to_dict("records")
+    segments = online[SEGMENT_FEATURE].tolist() if SEGMENT_FEATURE in online else [None] * n
     empty: list[Reason] = []
     for i, st in enumerate(standings):
         k = by_row.get(i)
         values = records[k] if k is not None else None
+        if values is not None and entity == "account":
+            values = {**values, "rfm_segment": _plain(segments[i])}
         reasons = scored.reasons[k] if scored is not None and k is not None else empty
         fields = standing_fields(st)
         out: dict[str, Any] = {key: ids[i], **fields}
@@ -379,6 +385,7 @@ def batch_frame(
             # the CLI's summary counts "grade"; for churn it is the risk band (see README)
             out["grade"] = out[band]
             out["revenue_at_risk"] = None if values is None else values["revenue_at_risk"]
+            out["rfm_segment"] = None if values is None else values["rfm_segment"]
         out["raw_margin"] = None if values is None else values["raw_margin"]
         out["margin_unit"] = None if values is None or scored is None else scored.margin_unit
         out["base_value"] = None if values is None else values["base_value"]
@@ -490,6 +497,10 @@ def score_items(
             mrr = _plain(row.get(VALUE_FEATURE))
             summary["revenue_at_risk"] = out["revenue_at_risk"] = (
                 probability * 12.0 * (mrr if isinstance(mrr, float) else 0.0)
+            )
+            segment = _plain(row.get(SEGMENT_FEATURE))
+            summary["rfm_segment"] = out["rfm_segment"] = (
+                segment if isinstance(segment, str) else None
             )
         out["crm_fields"] = crm_fields(entity, summary, why.reasons, names, st)
     return results

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 
 from crm.settings import Settings
 from crm_intel.demo import Deployment
+from features.store import entity_info, latest_rows
 from serving.batch import score_batch, write_scores
 from training.registry import client_for, load_champion, promote
 
@@ -281,6 +282,9 @@ def test_account_scores_carry_revenue_at_risk_and_a_risk_band(client, settings, 
     assert r.status_code == 200
     batch, _ = score_batch(settings, "churn_risk", account_ids)
     batch = batch.set_index("account_id")
+    _, table, _, _ = entity_info("account")
+    latest = latest_rows(settings.features_dir / f"{table}.parquet", "account_id").to_pandas()
+    segments = dict(zip(latest["account_id"].astype(str), latest["rfm_segment"], strict=True))
     for item in r.json()["results"]:
         row = batch.loc[item["account_id"]]
         assert item["status"] == row["status"] == "scored"
@@ -293,6 +297,15 @@ def test_account_scores_carry_revenue_at_risk_and_a_risk_band(client, settings, 
         band = "high" if item["score"] >= 50 else "medium" if item["score"] >= 25 else "low"
         assert item["risk_band"] == row["risk_band"] == fields["Churn_Risk_Band__c"] == band
         assert "grade" not in item and "Churn_Risk_Grade__c" not in fields
+        # the account's RFM segment rides along, as the features hold it, and as a CRM field
+        segment = item["rfm_segment"]
+        assert (
+            segment
+            == row["rfm_segment"]
+            == fields["RFM_Segment__c"]
+            == segments[item["account_id"]]
+        )
+        assert segment in {"champion", "loyal", "recent", "at_risk", "lapsed", "no_deals"}
 
 
 # ------------------------------------------------------------------------ status of an item
@@ -735,6 +748,8 @@ def test_batch_command_writes_the_same_fields(settings, tmp_path):
         "Churn_Risk_Score__c",
         "Churn_Risk_Band__c",
         "Revenue_At_Risk__c",
+        "rfm_segment",
+        "RFM_Segment__c",
     } <= set(frame.columns)
     assert "log_odds" not in frame.columns and "raw_log_odds" not in frame.columns
     scored = frame[frame["status"] == "scored"]

@@ -96,6 +96,7 @@ def test_results_name_their_status_and_the_margin_unambiguously():
         "account_id",
         "risk_band",
         "revenue_at_risk",
+        "rfm_segment",
     }
     with pytest.raises(ValidationError):
         LeadScore.model_validate({"lead_id": "L1", "status": "expired"})
