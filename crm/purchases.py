@@ -105,3 +105,25 @@ def _read_cdnow(path: Path) -> pd.DataFrame:
     return pd.DataFrame(
         {"customer_id": customer, "purchased_at": dates, "amount": raw["dollar_value"]}
     )
+
+
+def purchase_days(purchases: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer and day with a purchase (``customer_id``, ``day`` as a naive UTC
+    date, ``amount`` summed over the day): several purchases on one day count as one."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": purchases["customer_id"].astype(str),
+            "day": purchases["purchased_at"].dt.tz_localize(None).dt.normalize(),
+            "amount": purchases["amount"].astype(float),
+        }
+    )
+    return frame.groupby(["customer_id", "day"], as_index=False)["amount"].sum()
+
+
+def calendar_day(when: pd.Timestamp | object) -> pd.Timestamp:
+    """The UTC calendar day of ``when``, as a naive timestamp (the ``day`` of
+    :func:`purchase_days`)."""
+    day = pd.Timestamp(when)
+    if day.tzinfo is not None:
+        day = day.tz_convert("UTC").tz_localize(None)
+    return day.normalize()

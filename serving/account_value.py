@@ -3,6 +3,7 @@ champion (:mod:`training.subscription_value`), from the features the batch score
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -17,11 +18,23 @@ from training.subscription_value import remaining_lifetime, renewal_persistence
 MODEL = "churn_risk"
 
 
+@dataclass(frozen=True)
+class AccountValues:
+    """What :func:`account_values` gives: the table, the churn model it came from, and how much
+    of an account's standing was taken to carry from one renewal to the next."""
+
+    table: pd.DataFrame
+    champion: Champion
+    persistence: float
+    persistence_pairs: int  # pairs of consecutive renewals it was measured on
+
+
 def account_values(
     settings: Settings, as_of: datetime | None = None, champion: Champion | None = None
-) -> tuple[pd.DataFrame, Champion]:
+) -> AccountValues:
     """Per live account: the churn model's quiet-window and next-renewal probabilities, expected
-    remaining months with their 80 % range, MRR, and lifetime value with its range.
+    remaining months with their 80 % range, MRR, lifetime value with its range, plan and RFM
+    segment; sorted by ``account_id``.
 
     Args:
         settings: where the features and the registry are; the churn window, discount rate and
@@ -36,7 +49,8 @@ def account_values(
     champion = champion or load_champion(MODEL, settings.tracking_uri())
     features = scorable_rows(settings, "account", as_of)
     if features.empty:
-        return pd.DataFrame(columns=["account_id", "expected_remaining_months"]), champion
+        empty = pd.DataFrame(columns=["account_id", "expected_remaining_months"])
+        return AccountValues(empty, champion, 1.0, 0)
     model = champion.model
 
     def churn_probability(frame: pd.DataFrame) -> np.ndarray:
@@ -53,13 +67,11 @@ def account_values(
         gross_margin=settings.value_gross_margin,
         persistence=persistence,
     )
-    values.attrs.update(persistence=persistence, persistence_pairs=pairs)
     values["account_id"] = values["account_id"].astype(str)
     for column in ("plan", "rfm_segment"):  # what the CRM already groups accounts by
         values[column] = features[column].astype(str).to_numpy()
-    out = values.sort_values("account_id", ignore_index=True)
-    out.attrs.update(values.attrs)
-    return out, champion
+    table = values.sort_values("account_id", ignore_index=True)
+    return AccountValues(table, champion, persistence, pairs)
 
 
 def feature_history(settings: Settings, as_of: datetime | None = None) -> pd.DataFrame:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crm.purchases import calendar_day, purchase_days
+
 DAYS_PER_WEEK = 7
 PURCHASE_PARAMETERS = ("r", "alpha", "a", "b")
 SPEND_PARAMETERS = ("p", "q", "v")
@@ -70,8 +72,8 @@ def purchase_summary(purchases: pd.DataFrame, calibration_end: pd.Timestamp) -> 
     from the purchases made on or before ``calibration_end``; sorted by ``customer_id``."""
     from pymc_marketing.clv import rfm_summary
 
-    end = _naive_day(calibration_end)
-    days = _purchase_days(purchases)
+    end = calendar_day(calibration_end)
+    days = purchase_days(purchases)
     summary = rfm_summary(
         days[days["day"] <= end],
         "customer_id",
@@ -99,7 +101,7 @@ def fit_customer_value(
     from pymc_extras.prior import Prior
     from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
 
-    end = _naive_day(calibration_end) if calibration_end is not None else _last_day(purchases)
+    end = calendar_day(calibration_end) if calibration_end is not None else _last_day(purchases)
     summary = purchase_summary(purchases, end)
     if summary.empty:
         raise ValueError(f"no purchase on or before {end:%Y-%m-%d}")
@@ -174,13 +176,13 @@ def holdout_check(
     ``holdout_end``: what happened, what BG/NBD expects (each customer from their first
     purchase, as Fader, Hardie & Lee's figure 2) and, in the holdout, the naive forecast.
     """
-    end = _naive_day(holdout_end)
+    end = calendar_day(holdout_end)
     start = model.calibration_end
     if end <= start:
         raise ValueError(f"the holdout must end after {start:%Y-%m-%d}")
     weeks = (end - start).days / DAYS_PER_WEEK
     summary = model.summary
-    days = _purchase_days(purchases)
+    days = purchase_days(purchases)
     days = days[days["customer_id"].isin(summary["customer_id"]) & (days["day"] <= end)]
     in_holdout = days[days["day"] > start].groupby("customer_id").size()
     actual = in_holdout.reindex(summary["customer_id"], fill_value=0).to_numpy(dtype=float)
@@ -205,9 +207,11 @@ def _cumulative(
     week_ends = pd.date_range(origin + pd.Timedelta(days=DAYS_PER_WEEK - 1), end, freq="7D")
     if len(week_ends) == 0 or week_ends[-1] < end:
         week_ends = week_ends.append(pd.DatetimeIndex([end]))
-    repeat_days = days.merge(first.rename("first"), on="customer_id")
-    repeat_days = repeat_days[repeat_days["day"] > repeat_days["first"]]["day"]
-    actual = np.searchsorted(np.sort(repeat_days.to_numpy()), week_ends.to_numpy(), side="right")
+    after_first = days.merge(first.rename("first"), on="customer_id")
+    repeat_days = np.sort(
+        after_first.loc[after_first["day"] > after_first["first"], "day"].to_numpy()
+    )
+    actual = np.searchsorted(repeat_days, week_ends.to_numpy(), side="right")
     # customers by the day of their first purchase: E[X(t)] is the same for each day's cohort
     cohorts = first.value_counts().sort_index()
     ages = (
@@ -223,9 +227,7 @@ def _cumulative(
     model_curve = expected @ cohorts.to_numpy(dtype=float)
     calibration_end = model.calibration_end
     at_calibration_end = float(
-        np.searchsorted(
-            np.sort(repeat_days.to_numpy()), calibration_end.to_datetime64(), side="right"
-        )
+        np.searchsorted(repeat_days, calibration_end.to_datetime64(), side="right")
     )
     holdout_weeks = (end - calibration_end).days / DAYS_PER_WEEK
     elapsed = (week_ends - calibration_end).days / DAYS_PER_WEEK
@@ -270,27 +272,7 @@ def _values(array: Any) -> np.ndarray:
     return np.asarray(array.mean(dim=[d for d in ("chain", "draw") if d in array.dims]))
 
 
-def _purchase_days(purchases: pd.DataFrame) -> pd.DataFrame:
-    """One row per customer and purchase day, with the day's amount summed."""
-    day = purchases["purchased_at"].dt.tz_localize(None).dt.normalize()
-    frame = pd.DataFrame(
-        {
-            "customer_id": purchases["customer_id"].astype(str),
-            "day": day,
-            "amount": purchases["amount"].astype(float),
-        }
-    )
-    return frame.groupby(["customer_id", "day"], as_index=False)["amount"].sum()
-
-
-def _naive_day(when: pd.Timestamp) -> pd.Timestamp:
-    when = pd.Timestamp(when)
-    if when.tzinfo is not None:
-        when = when.tz_convert("UTC").tz_localize(None)
-    return when.normalize()
-
-
 def _last_day(purchases: pd.DataFrame) -> pd.Timestamp:
     if purchases.empty:
         raise ValueError("no purchase to learn from")
-    return _naive_day(purchases["purchased_at"].max())
+    return calendar_day(purchases["purchased_at"].max())

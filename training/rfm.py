@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from crm.purchases import calendar_day, purchase_days
+
 SEGMENTS = (
     "champions",
     "loyal",
@@ -58,22 +60,12 @@ def rfm_table(purchases: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """
     from pymc_marketing.clv import rfm_summary
 
-    end = pd.Timestamp(as_of)
-    if end.tzinfo is not None:
-        end = end.tz_convert("UTC").tz_localize(None)
-    end = end.normalize()
-    days = pd.DataFrame(
-        {
-            "customer_id": purchases["customer_id"].astype(str),
-            "day": purchases["purchased_at"].dt.tz_localize(None).dt.normalize(),
-            "amount": purchases["amount"].astype(float),
-        }
-    )
+    end = calendar_day(as_of)
+    days = purchase_days(purchases)
     days = days[days["day"] <= end]
     columns = ["customer_id", "recency_days", "frequency", "monetary_value", "r", "f", "m"]
     if days.empty:
         return pd.DataFrame(columns=[*columns, "rfm_score", "segment"])
-    days = days.groupby(["customer_id", "day"], as_index=False)["amount"].sum()
     summary = rfm_summary(
         days,
         "customer_id",

@@ -1,4 +1,5 @@
-"""``crm-intel value customers``: lifetime value of customers who buy when they like."""
+"""``crm-intel value customers|accounts``: lifetime value of customers who buy when they like, and
+of subscription accounts."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def customers(
     from crm.purchases import read_purchases
     from reports.customer_value import build_value_page
     from reports.page_style import write_page
+    from serving.batch import write_scores
     from training.customer_value import customer_values, fit_customer_value, holdout_check
     from training.rfm import rfm_table
 
@@ -120,7 +122,7 @@ def customers(
             ),
             on="customer_id",
         )
-    _write_table(values, out)
+    write_scores(values, out)
     page_path = page or out.with_suffix(".html")
     write_page(
         build_value_page(
@@ -174,6 +176,7 @@ def accounts(
     from reports.account_value import build_account_value_page
     from reports.page_style import write_page
     from serving.account_value import account_values
+    from serving.batch import write_scores
     from simulator.truth import read_lifetime_truth
     from training.registry import NoChampion
     from training.subscription_value import HORIZON_YEARS, lifetime_check, peer_months_by_account
@@ -188,7 +191,7 @@ def accounts(
         when = truth["as_of"].iloc[0].to_pydatetime()  # simulated: value as of the truth's day
     with status("valuing accounts with the churn model") as line:
         try:
-            values, champion = account_values(settings, when)
+            valued = account_values(settings, when)
         except NoChampion as err:
             raise fail(str(err)) from None
         except FileNotFoundError:
@@ -196,6 +199,7 @@ def accounts(
                 "no account features yet: run `crm-intel features build`, `features apply` and "
                 "`features materialize` first"
             ) from None
+        values, champion = valued.table, valued.champion
         check = calibration = None
         if truth is not None and not values.empty:
             line("comparing with the true lifetimes")
@@ -204,7 +208,7 @@ def accounts(
             check, calibration = lifetime_check(values, truth, peer)
     if values.empty:
         raise fail("no live account to value: no subscription is live with fresh features")
-    _write_table(values, out)
+    write_scores(values, out)
     day = f"{when:%Y-%m-%d}" if when is not None else "now"
     page_path = page or out.with_suffix(".html")
     write_page(
@@ -234,8 +238,8 @@ def accounts(
         },
         # how much of an account's standing carries from one renewal to the next, measured on
         # the CRM's history (1.0 when it holds too few pairs of renewals)
-        "persistence": round(float(values.attrs.get("persistence", 1.0)), 4),
-        "persistence_pairs": int(values.attrs.get("persistence_pairs", 0)),
+        "persistence": round(valued.persistence, 4),
+        "persistence_pairs": valued.persistence_pairs,
     }
     if check is not None:
         summary["truth"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in check.items()}
@@ -311,13 +315,3 @@ def _print(summary: dict[str, Any]) -> None:
             f"{errors['model']:.3f} (BG/NBD) vs {errors['naive']:.3f} (same rate as before)",
             highlight=False,
         )
-
-
-def _write_table(values: Any, out: Path) -> None:
-    from crm.io import atomic_file
-
-    with atomic_file(out) as tmp:
-        if out.suffix.lower() == ".parquet":
-            values.to_parquet(tmp, index=False)
-        else:
-            values.to_csv(tmp, index=False)
