@@ -32,6 +32,7 @@ DEFAULT_CRM_FIELDS: dict[str, str] = {
     "account_trend": "Churn_Risk_Trend__c",
     "account_trend_change": "Churn_Risk_Trend_Change__c",
     "account_rfm_segment": "RFM_Segment__c",
+    "account_lifetime_value": "Lifetime_Value__c",
 }
 
 

@@ -144,8 +144,9 @@ def _scores_section(
                         "Revenue at risk by churn risk band",
                         risk,
                         320,
-                        "Revenue at risk: an account's chance to leave × a year of its "
-                        "subscription revenue (12 × monthly).",
+                        "Revenue at risk: an account's chance to leave × what it is worth "
+                        "while it stays (its margin over the months it is expected to stay, "
+                        "discounted).",
                     )
                 )
     return {

@@ -3,17 +3,23 @@ champion (:mod:`training.subscription_value`), from the features the batch score
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from crm.settings import Settings
-from features.store import entity_info
 from serving.batch import scorable_rows
+from serving.lifetime import KEY, VALUE_COLUMNS, LifetimeReference, lifetime_reference
+from serving.scoring import standing_fields
+from serving.status import standing
 from training.registry import Champion, load_champion
-from training.subscription_value import remaining_lifetime, renewal_persistence
+
+log = logging.getLogger("crm_intel.serving")
 
 MODEL = "churn_risk"
 
@@ -48,38 +54,96 @@ def account_values(
     """
     champion = champion or load_champion(MODEL, settings.tracking_uri())
     features = scorable_rows(settings, "account", as_of)
+    reference = lifetime_reference(settings, champion.model, features, as_of)
     if features.empty:
         empty = pd.DataFrame(columns=["account_id", "expected_remaining_months"])
-        return AccountValues(empty, champion, 1.0, 0)
-    model = champion.model
-
-    def churn_probability(frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(model.predict_proba(frame)[:, 1], dtype=float)
-
-    persistence, pairs = renewal_persistence(
-        feature_history(settings, as_of), churn_probability, window_days=settings.churn_window_days
-    )
-    values = remaining_lifetime(
-        features,
-        churn_probability,
-        window_days=settings.churn_window_days,
-        annual_discount_rate=settings.value_discount_rate,
-        gross_margin=settings.value_gross_margin,
-        persistence=persistence,
-    )
+        return AccountValues(empty, champion, reference.persistence, reference.persistence_pairs)
+    values = reference.values(champion.model, features)
     values["account_id"] = values["account_id"].astype(str)
     for column in ("plan", "rfm_segment"):  # what the CRM already groups accounts by
         values[column] = features[column].astype(str).to_numpy()
     table = values.sort_values("account_id", ignore_index=True)
-    return AccountValues(table, champion, persistence, pairs)
+    return AccountValues(table, champion, reference.persistence, reference.persistence_pairs)
 
 
-def feature_history(settings: Settings, as_of: datetime | None = None) -> pd.DataFrame:
-    """Every weekly account feature row up to ``as_of`` (all of them without): the history the
-    persistence of an account's standing from one renewal to the next is measured on."""
-    _, table, _, _ = entity_info("account")
-    history = pd.read_parquet(settings.features_dir / f"{table}.parquet")
-    if as_of is not None:
-        stamps = pd.to_datetime(history["event_timestamp"], utc=True)
-        history = history[stamps <= pd.Timestamp(as_of).tz_convert("UTC")]
-    return history.reset_index(drop=True)
+class LifetimeReferences:
+    """The API's :class:`~serving.lifetime.LifetimeReference` of each churn model version,
+    measured on the book (the online store's live accounts) the first time that version values
+    an account, then kept: one account asked for alone gets the value the batch gives it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._by_version: dict[str, LifetimeReference] = {}
+        self._lock = threading.Lock()
+
+    def of(self, champion: Champion) -> LifetimeReference:
+        """The reference of ``champion``'s version.
+
+        Raises:
+            serving.online.OnlineStoreUnavailable: the book could not be read.
+        """
+        with self._lock:  # one measurement per version, however many requests wait on it
+            found = self._by_version.get(champion.version)
+            if found is None:
+                book = scorable_rows(self._settings, "account")
+                found = lifetime_reference(self._settings, champion.model, book)
+                self._by_version[champion.version] = found
+                log.info(
+                    "lifetime reference of churn model v%s: %d live accounts, persistence %.3f "
+                    "from %d renewal pairs",
+                    champion.version,
+                    len(book),
+                    found.persistence,
+                    found.persistence_pairs,
+                )
+            return found
+
+
+def value_items(
+    reference: LifetimeReference,
+    model: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    ttl: timedelta | None = None,
+    allow_stale: bool = False,
+    fields: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Remaining lifetime and value of online account rows, for ``POST /value_accounts``: each
+    with its status as in scoring (closed, unknown and stale ones reported, not valued).
+
+    Returns:
+        one dict per record, in order, in the layout of ``serving.schemas.AccountValue``.
+    """
+    results: list[dict[str, Any]] = []
+    valued: list[int] = []
+    for i, record in enumerate(records):
+        account_id = str(record[KEY])
+        st = standing(
+            "account",
+            account_id,
+            record,
+            ttl=ttl,
+            allow_stale=allow_stale,
+            field=fields[i] if fields else None,
+        )
+        out: dict[str, Any] = {KEY: account_id, **standing_fields(st)}
+        if record.get("found"):
+            out["feature_timestamp"] = record.get("event_timestamp")
+        results.append(out)
+        if st.scorable:
+            valued.append(i)
+    if not valued:
+        return results
+    table = reference.of_records(model, [records[i] for i in valued])
+    for n, i in enumerate(valued):
+        row = table.iloc[n]
+        out = results[i]
+        out.update(
+            churn_probability_next_renewal=float(row["p_next_renewal"]),
+            mrr=float(row["mrr"]),
+            **{column: float(row[column]) for column in VALUE_COLUMNS},
+        )
+        for column in ("plan", "rfm_segment"):
+            value = records[i].get(column)
+            out[column] = None if value is None else str(value)
+    return results

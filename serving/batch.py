@@ -28,12 +28,12 @@ from features.lifecycle import account_status_table, lead_status_table
 from features.schema import STATUS_TABLES
 from features.store import entity_info, latest_rows
 from features.training import FEATURE_SERVICES
+from serving.lifetime import lifetime_reference
 from serving.online import OnlineFeatures
 from serving.score_log import append, open_log, rows_from_results
 from serving.scoring import (
     MODEL_ENTITIES,
     MODEL_OF_ENTITY,
-    VALUE_FEATURE,
     batch_frame,
     iter_chunks,
     score,
@@ -230,6 +230,12 @@ def score_batch(
     else:
         online = OnlineFeatures(settings, timeout_ms=30_000)
         ids = list(ids) if ids is not None else batch_ids(settings, entity)
+    # accounts: their remaining lifetime, measured against the whole book once (serving.lifetime)
+    reference = (
+        lifetime_reference(settings, champion.model, scorable_rows(settings, entity, as_of), as_of)
+        if entity == "account"
+        else None
+    )
     parts = []
     try:
         ttl = online.ttl(entity)
@@ -243,8 +249,10 @@ def score_batch(
             scored = None
             if scorable.any():
                 chosen = rows[scorable].reset_index(drop=True)
-                value = chosen[VALUE_FEATURE].to_numpy(dtype=float) if entity == "account" else None
-                scored = score(champion.model, chosen, top, value)
+                lifetime = (
+                    reference.values(champion.model, chosen) if reference is not None else None
+                )
+                scored = score(champion.model, chosen, top, lifetime)
             if len(rows):
                 parts.append(
                     batch_frame(

@@ -170,14 +170,19 @@ def explain_records(model: Any, records: Sequence[Mapping[str, Any]]) -> dict[st
     """:func:`explain_frame` for feature dicts; trees skip pandas (the API's hot path)."""
     if is_tree_model(model):
         return explain_matrix(model, encode_records(model, records))
-    names = list(model.feature_names_in_)
-    frame = pd.DataFrame([{n: record.get(n) for n in names} for record in records])
+    return explain_frame(model, records_frame(list(model.feature_names_in_), records))
+
+
+def records_frame(names: Sequence[str], records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The ``names`` of feature dicts as a frame the models read: a column holding any text as
+    strings, any other as float64 (NaN where missing)."""
+    frame = pd.DataFrame([{n: record.get(n) for n in names} for record in records], columns=names)
     for name in names:
         if frame[name].map(lambda v: isinstance(v, str)).any():
             frame[name] = frame[name].astype("string")
         else:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-    return explain_frame(model, frame)
+    return frame
 
 
 def explain_matrix(model: CalibratedBoostingClassifier, X: np.ndarray) -> dict[str, np.ndarray]:

@@ -251,7 +251,24 @@ class AccountScore(_Scored):
     risk_band: Literal["high", "medium", "low"] | None = Field(
         None, description="Churn risk band: high ≥ 50, medium 25–49, low < 25."
     )
-    revenue_at_risk: float | None = Field(None, description="Churn probability × 12 × MRR.")
+    revenue_at_risk: float | None = Field(
+        None,
+        description="What the account's churn would cost: churn probability × lifetime_value.",
+    )
+    expected_remaining_months: float | None = Field(
+        None, description="Months the account is expected to stay, from the churn model."
+    )
+    lifetime_value: float | None = Field(
+        None,
+        description="Remaining lifetime value: gross margin × MRR over the months it is "
+        "expected to stay, discounted to today (see POST /value_accounts).",
+    )
+    lifetime_value_low: float | None = Field(
+        None, description="Lifetime value if it stays as long as 9 accounts in 10 like it."
+    )
+    lifetime_value_high: float | None = Field(
+        None, description="Lifetime value if it stays as long as 1 account in 10 like it."
+    )
     rfm_segment: str | None = Field(
         None,
         description="The account's RFM segment from its won deals: champion (2+ deals, the last "
@@ -278,6 +295,55 @@ class ScoreAccountsResponse(_Batch):
 
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+
+
+class ValueAccountsRequest(Strict):
+    """Accounts by id, valued from the features crm-intel computed from the CRM data."""
+
+    account_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_IDS)]
+    allow_stale: AllowStale = False
+
+
+class AccountValue(BaseModel):
+    account_id: str
+    status: Status = Field(description="As in /score_accounts: only scored items are valued.")
+    stale: bool = False
+    error: ApiError | None = Field(None, description="Why this item was not valued.")
+    lifecycle: str | None = None
+    closed_at: datetime | None = None
+    data_as_of: datetime | None = None
+    churn_probability_next_renewal: float | None = Field(
+        None, description="The churn model's probability that it leaves at its next renewal."
+    )
+    mrr: float | None = Field(None, description="Monthly recurring revenue now.")
+    expected_remaining_months: float | None = Field(
+        None, description="Months it is expected to stay (up to 20 years)."
+    )
+    remaining_months_low: float | None = Field(
+        None, description="Months 9 accounts in 10 like it stay at least."
+    )
+    remaining_months_high: float | None = Field(
+        None, description="Months 1 account in 10 like it stays at least."
+    )
+    lifetime_value: float | None = Field(
+        None,
+        description="Gross margin × MRR over the months it is expected to stay, discounted to "
+        "today (settings value_gross_margin, value_discount_rate).",
+    )
+    lifetime_value_low: float | None = Field(None, description="Value at remaining_months_low.")
+    lifetime_value_high: float | None = Field(None, description="Value at remaining_months_high.")
+    plan: str | None = None
+    rfm_segment: str | None = None
+    feature_timestamp: datetime | None = None
+    feature_row: Literal["snapshot", "creation"] | None = None
+
+
+class ValueAccountsResponse(_Batch):
+    persistence: float = Field(
+        description="How much of an account's standing carries from one renewal to the next, "
+        "measured on the CRM's history (1: all of it)."
+    )
+    results: list[AccountValue]
 
 
 class JourneyPath(Strict):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +41,13 @@ MODEL_ENTITIES: dict[str, tuple[str, str]] = {
     "churn_risk": ("account", "account_id"),
 }
 MODEL_OF_ENTITY: dict[str, str] = {entity: model for model, (entity, _) in MODEL_ENTITIES.items()}
-VALUE_FEATURE = "mrr"  # monthly value behind churn's revenue at risk (probability × 12 × MRR)
+# an account's remaining lifetime beside its churn score (serving.lifetime)
+LIFETIME_FIELDS = (
+    "expected_remaining_months",
+    "lifetime_value",
+    "lifetime_value_low",
+    "lifetime_value_high",
+)
 SEGMENT_FEATURE = "rfm_segment"  # the account's RFM segment, given beside its churn risk
 
 
@@ -79,7 +85,8 @@ class Scored:
     Attributes:
         frame: ``probability`` (calibrated), ``score`` (1–99), ``grade`` (A–D), ``risk_band``
             (high, medium, low), ``raw_margin`` (contributions + base value, before
-            calibration), ``base_value`` and, given values, ``revenue_at_risk``.
+            calibration), ``base_value`` and, given the accounts' lifetimes, their
+            :data:`LIFETIME_FIELDS` and ``revenue_at_risk``.
         contributions: one column per model feature (the margin's unit), without ``bias``.
         reasons: per row, its top reasons by absolute contribution.
         reasons_up / reasons_down: per row, the features raising / lowering its score most.
@@ -224,7 +231,7 @@ def score(
     model: Any,
     features: pd.DataFrame,
     top: int = 3,
-    value: Sequence[float] | np.ndarray | None = None,
+    lifetime: pd.DataFrame | None = None,
 ) -> Scored:
     """Score feature vectors with a champion's model and explain each score.
 
@@ -233,7 +240,9 @@ def score(
         features: one row per entity holding (at least) the model's features; numeric ones as
             numbers (NaN when missing), categorical ones as strings. Not modified.
         top: reasons per row (in each of the three lists).
-        value: per row, the monthly value (MRR) for revenue at risk; None to leave it out.
+        lifetime: per row of ``features``, in order, the account's remaining lifetime
+            (:meth:`serving.lifetime.LifetimeReference.values`): its columns are added and
+            ``revenue_at_risk`` = probability × ``lifetime_value``. None for leads.
 
     Returns:
         :class:`Scored`, rows in the order of ``features``.
@@ -241,9 +250,12 @@ def score(
     parts = explain_frame(model, features)
     names = ("probability", "score", "grade", "risk_band", "raw_margin", "base_value")
     frame = pd.DataFrame({name: parts[name] for name in names}, index=features.index)
-    if value is not None:
-        mrr = np.nan_to_num(np.asarray(value, dtype=float))
-        frame["revenue_at_risk"] = frame["probability"].to_numpy() * 12.0 * mrr
+    if lifetime is not None:
+        for column in LIFETIME_FIELDS:
+            frame[column] = lifetime[column].to_numpy(dtype=float)
+        frame["revenue_at_risk"] = revenue_at_risk(
+            frame["probability"].to_numpy(), frame["lifetime_value"].to_numpy()
+        )
     columns = list(model.feature_names_in_)
     per_feature = pd.DataFrame(parts["contributions"], index=features.index, columns=columns)
     rows = explain_rows(parts["contributions"], columns, features, top, vocabulary(model))
@@ -254,6 +266,15 @@ def score(
         [r.up for r in rows],
         [r.down for r in rows],
         margin_unit(model),
+    )
+
+
+def revenue_at_risk(probability: np.ndarray, lifetime_value: np.ndarray) -> np.ndarray:
+    """What an account's churn would cost: its churn probability × its remaining lifetime
+    value (margin-adjusted, discounted MRR over the months it is expected to stay; 0 when
+    unknown)."""
+    return np.asarray(probability, dtype=float) * np.nan_to_num(
+        np.asarray(lifetime_value, dtype=float)
     )
 
 
@@ -293,6 +314,7 @@ def crm_fields(
         }
         if entity == "account":
             out[names["account_revenue_at_risk"]] = None
+            out[names["account_lifetime_value"]] = None
             out[names["account_rfm_segment"]] = None
         return out
     out = {
@@ -301,9 +323,16 @@ def crm_fields(
         names[f"{entity}_reasons"]: reasons_text(reasons),
     }
     if entity == "account":
-        out[names["account_revenue_at_risk"]] = round(float(row["revenue_at_risk"]), 2)
+        out[names["account_revenue_at_risk"]] = _money(row.get("revenue_at_risk"))
+        out[names["account_lifetime_value"]] = _money(row.get("lifetime_value"))
         out[names["account_rfm_segment"]] = row.get("rfm_segment")
     return out
+
+
+def _money(value: Any) -> float | None:
+    """A money figure for a CRM field: to the cent; None when not known."""
+    plain = _plain(value)
+    return round(plain, 2) if isinstance(plain, float) else None
 
 
 def iter_chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -384,7 +413,8 @@ def batch_frame(
         if entity == "account":
             # the CLI's summary counts "grade"; for churn it is the risk band (see README)
             out["grade"] = out[band]
-            out["revenue_at_risk"] = None if values is None else values["revenue_at_risk"]
+            for column in (*LIFETIME_FIELDS, "revenue_at_risk"):
+                out[column] = None if values is None else values.get(column)
             out["rfm_segment"] = None if values is None else values["rfm_segment"]
         out["raw_margin"] = None if values is None else values["raw_margin"]
         out["margin_unit"] = None if values is None or scored is None else scored.margin_unit
@@ -405,6 +435,9 @@ def batch_frame(
         for column in ("probability", "raw_margin", "base_value", "revenue_at_risk"):
             if column in result:
                 result[column] = result[column].astype("float64")
+        for column in LIFETIME_FIELDS:
+            if column in result:
+                result[column] = result[column].astype("float64")
         for column in ("feature_timestamp", "closed_at", "data_as_of"):
             result[column] = pd.to_datetime(result[column], utc=True)
     return result
@@ -421,6 +454,7 @@ def score_items(
     ttl: timedelta | None = None,
     allow_stale: bool = False,
     fields: Sequence[str] | None = None,
+    lifetime_of: Callable[[Sequence[Mapping[str, Any]]], pd.DataFrame] | None = None,
 ) -> list[dict[str, Any]]:
     """Score online rows, with request-given features over them, for the API (no pandas).
 
@@ -437,6 +471,9 @@ def score_items(
         ttl: how long a feature row answers for (the feature view's TTL).
         allow_stale: score items whose features are older than ``ttl`` anyway.
         fields: per row, the request field naming it (for errors), e.g. ``lead_ids[0]``.
+        lifetime_of: accounts: the remaining lifetime of the scored rows, in order
+            (:meth:`serving.lifetime.LifetimeReference.of_records`); None leaves the lifetime
+            fields and revenue at risk empty.
 
     Returns:
         one dict per row in the layout of ``serving.schemas.LeadScore`` / ``AccountScore``.
@@ -475,6 +512,7 @@ def score_items(
     features = list(model.feature_names_in_)
     explained = explain_rows(parts["contributions"], features, rows, top, vocabulary(model))
     unit = margin_unit(model)
+    lifetime = lifetime_of(rows) if entity == "account" and lifetime_of is not None else None
     for n, ((i, st), row) in enumerate(zip(scorable, rows, strict=True)):
         record = records[i]
         source = ("online+request" if overrides[i] else "online") if record["found"] else "request"
@@ -494,10 +532,16 @@ def score_items(
             features_source=source,
         )
         if entity == "account":
-            mrr = _plain(row.get(VALUE_FEATURE))
-            summary["revenue_at_risk"] = out["revenue_at_risk"] = (
-                probability * 12.0 * (mrr if isinstance(mrr, float) else 0.0)
-            )
+            if lifetime is not None:
+                for column in LIFETIME_FIELDS:
+                    out[column] = float(lifetime[column].iloc[n])
+                value = np.array([out["lifetime_value"]])
+                summary["revenue_at_risk"] = out["revenue_at_risk"] = float(
+                    revenue_at_risk(np.array([probability]), value)[0]
+                )
+            else:
+                summary["revenue_at_risk"] = out["revenue_at_risk"] = None
+            summary["lifetime_value"] = out.get("lifetime_value")
             segment = _plain(row.get(SEGMENT_FEATURE))
             summary["rfm_segment"] = out["rfm_segment"] = (
                 segment if isinstance(segment, str) else None

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, get_args
 
 import bentoml
@@ -31,6 +32,7 @@ from crm.exports.common import SourceIds
 from crm.settings import Settings
 from features.training import FEATURE_SERVICES
 from serving import http_protocol, release
+from serving.account_value import LifetimeReferences, value_items
 from serving.attribution import (
     AttributionChampion,
     NoAttributionModel,
@@ -52,6 +54,8 @@ from serving.schemas import (
     ScoreAccountsResponse,
     ScoreLeadsRequest,
     ScoreLeadsResponse,
+    ValueAccountsRequest,
+    ValueAccountsResponse,
 )
 from serving.score_log import ScoreLogWriter, open_log, rows_from_results
 from serving.scoring import MODEL_ENTITIES, score_items
@@ -76,6 +80,7 @@ info_app = FastAPI(title="crm-intel", docs_url=None, redoc_url=None, openapi_url
 ROUTES: dict[str, Route] = {
     "/score_leads": Route("/score_leads", frozenset({"POST"}), "score", ScoreLeadsRequest),
     "/score_accounts": Route("/score_accounts", frozenset({"POST"}), "score", ScoreAccountsRequest),
+    "/value_accounts": Route("/value_accounts", frozenset({"POST"}), "score", ValueAccountsRequest),
     "/attribution": Route("/attribution", frozenset({"POST"}), "attribution", AttributionRequest),
     "/model_info": Route("/model_info", frozenset({"GET"}), "models:read"),
 }
@@ -171,6 +176,7 @@ class CRMIntel:
             feature_services=FEATURE_SERVICES,
             challengers=self.settings.release_mode != "off",
         )
+        self.lifetimes = LifetimeReferences(self.settings)
         self.score_log: ScoreLogWriter | None = None
         if self.settings.score_log:
             try:
@@ -240,6 +246,14 @@ class CRMIntel:
         challenger = (
             self.champions.challenger(model_name) if self.settings.release_mode != "off" else None
         )
+        lifetimes: dict[str, Any] = {}  # accounts: each answering model's lifetime reference
+        if entity == "account":
+            try:
+                for model in (champion, challenger):
+                    if model is not None:
+                        lifetimes[model.version] = await self._lifetime_reference(model)
+            except OnlineStoreUnavailable as err:
+                return _unavailable(err)
         answered_by = release.arms(
             model_name,
             ids,
@@ -252,9 +266,10 @@ class CRMIntel:
 
         def scored_by(model: Any, chosen: Sequence[int]) -> list[dict[str, Any]]:
             every = len(chosen) == len(ids)
+            reference = lifetimes.get(model.version)
             return score_items(
                 model_name,
-                model,
+                model.model,
                 records if every else [records[i] for i in chosen],
                 overrides if every else [overrides[i] for i in chosen],
                 top,
@@ -262,6 +277,9 @@ class CRMIntel:
                 ttl=ttl,
                 allow_stale=allow_stale,
                 fields=fields if every else [fields[i] for i in chosen],
+                lifetime_of=(
+                    None if reference is None else partial(reference.of_records, model.model)
+                ),
             )
 
         def results_and_counts() -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -273,7 +291,7 @@ class CRMIntel:
                 chosen = [i for i, a in enumerate(answered_by) if a == arm]
                 if not chosen or model is None:
                     continue
-                for i, r in zip(chosen, scored_by(model.model, chosen), strict=True):
+                for i, r in zip(chosen, scored_by(model, chosen), strict=True):
                     if r["status"] == "scored":
                         r["arm"], r["model_version"] = arm, model.version
                     results[i] = r
@@ -308,6 +326,11 @@ class CRMIntel:
             return json.dumps(head).encode()[:-1] + b', "results": [' + b",".join(parts) + b"]}"
 
         return Response(await asyncio.to_thread(encoded), media_type="application/json")
+
+    async def _lifetime_reference(self, champion: Any) -> Any:
+        """The lifetime reference of a churn model version (measured on the book in a thread
+        the first time, the loop answering meanwhile)."""
+        return await asyncio.to_thread(self.lifetimes.of, champion)
 
     def _with_source_ids(self, model_name: str, results: list[dict[str, Any]]) -> None:
         """For data imported from a CRM's own export, each result's CRM fields lead with that
@@ -377,7 +400,7 @@ class CRMIntel:
 
         def shadow() -> None:
             try:
-                results = scored_by(challenger.model, range(n))
+                results = scored_by(challenger, range(n))
             except Exception as err:  # a shadow never affects what callers get
                 log.warning("shadow scoring with %s failed: %s", challenger.version, err)
                 return
@@ -439,6 +462,43 @@ class CRMIntel:
         ids, overrides, fields = _unpack(account_ids, accounts, "account_id", "account")
         return await self._score(
             "churn_risk", ids, overrides, fields, top_reasons, allow_stale, ScoreAccountsResponse
+        )
+
+    @bentoml.api(input_spec=ValueAccountsRequest)
+    async def value_accounts(
+        self, account_ids: list[str], allow_stale: bool = False
+    ) -> ValueAccountsResponse:
+        """Expected remaining months and lifetime value per account, each with its 80 % range,
+        from the churn champion's hazard over the account's next renewals (``crm-intel value
+        accounts`` for the whole book)."""
+        champion = self.champions["churn_risk"]
+        try:
+            records = await self.online.rows_async("account", account_ids, status=True)
+            ttl = self.online.ttl("account")
+            reference = await self._lifetime_reference(champion)
+        except OnlineStoreUnavailable as err:
+            return _unavailable(err)  # type: ignore[return-value]
+        fields = [f"account_ids[{i}]" for i in range(len(account_ids))]
+        results = await asyncio.to_thread(
+            value_items,
+            reference,
+            champion.model,
+            records,
+            ttl=ttl,
+            allow_stale=allow_stale,
+            fields=fields,
+        )
+        counts = dict.fromkeys(STATUSES, 0)
+        for r in results:
+            counts[r["status"]] += 1
+        return ValueAccountsResponse.model_validate(
+            {
+                "model": "churn_risk",
+                "model_version": champion.version,
+                "persistence": reference.persistence,
+                **counts,
+                "results": results,
+            }
         )
 
     @bentoml.api(input_spec=AttributionRequest)

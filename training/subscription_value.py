@@ -64,6 +64,7 @@ def remaining_lifetime(
     gross_margin: float = 0.80,
     persistence: float = 1.0,
     segment: str = "plan",
+    segment_means: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per account: ``p_quiet``, ``p_next_renewal``, ``expected_remaining_months``, its 80 %
     range (``remaining_months_low``, ``remaining_months_high``), ``mrr``, ``lifetime_value`` and
@@ -83,18 +84,28 @@ def remaining_lifetime(
             segment's, on the log-odds scale, keeping ``persistence ** j`` of the account's own
             difference. 1 keeps today's standing for ever.
         segment: the column whose groups the probabilities are pulled toward.
+        segment_means: the segments' mean log-odds per scenario (:func:`segment_log_odds` of
+            the whole book); None: those of ``features`` themselves. Given, an account's value
+            does not depend on which other accounts are valued with it (one account asked for
+            through the API gets what the batch gives it); an account of a segment the table
+            lacks keeps its own standing.
     """
     n = len(features)
     rows = features.reset_index(drop=True)
-    scenarios = renewal_scenarios(rows, window_days)
-    p = np.clip(np.asarray(churn_probability(scenarios), dtype=float), 1e-9, 1.0 - 1e-9)
-    by_scenario = p.reshape(HORIZON_YEARS + 1, n)
+    by_scenario = _scenario_probabilities(rows, churn_probability, window_days)
     years = np.arange(HORIZON_YEARS + 1)
-    groups = rows[segment].astype(str).to_numpy() if segment in rows else np.zeros(n, dtype=str)
+    groups = _groups(rows, segment)
+    if segment_means is None:
+        segment_means = _mean_log_odds(by_scenario, groups)
+    means = _means_of(segment_means, groups, by_scenario)
     weights = float(np.clip(persistence, 0.0, 1.0)) ** years
     # the background of each year (before the first renewal, then after each), and each renewal
-    p_quiet = _toward_segment(np.repeat(by_scenario[:1].T, len(years), axis=1), groups, weights)
-    p_renewal = _toward_segment(by_scenario[1:].T, groups, weights[:-1])
+    p_quiet = _toward(
+        np.repeat(by_scenario[:1].T, len(years), axis=1),
+        np.repeat(means[:, :1], len(years), axis=1),
+        weights,
+    )
+    p_renewal = _toward(by_scenario[1:].T, means[:, 1:], weights[:-1])
     # a renewal window holds the background too: the renewal's own part is what exceeds it
     renews = np.clip((1 - p_renewal) / (1 - p_quiet[:, :-1]), 1e-12, 1.0)
     weekly_stay = (1 - p_quiet) ** (GRID_DAYS / window_days)
@@ -170,12 +181,55 @@ def renewal_persistence(
     return float(np.clip(slope, 0.0, 1.0)), len(pairs)
 
 
-def _toward_segment(p: np.ndarray, groups: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Probabilities (accounts × years) pulled toward their segment's mean log-odds of the same
-    year, keeping ``weights[j]`` of each account's own difference in year ``j``."""
+def segment_log_odds(
+    features: pd.DataFrame,
+    churn_probability: Callable[[pd.DataFrame], np.ndarray],
+    *,
+    window_days: int = 90,
+    segment: str = "plan",
+) -> pd.DataFrame:
+    """Per segment (the index), the mean log-odds of churn of its accounts in each scenario of
+    :func:`renewal_scenarios` (columns -1, 0, 1, …): what each account's later years are pulled
+    toward in :func:`remaining_lifetime`."""
+    rows = features.reset_index(drop=True)
+    by_scenario = _scenario_probabilities(rows, churn_probability, window_days)
+    return _mean_log_odds(by_scenario, _groups(rows, segment))
+
+
+def _scenario_probabilities(
+    rows: pd.DataFrame, churn_probability: Callable[[pd.DataFrame], np.ndarray], window_days: int
+) -> np.ndarray:
+    """Churn probability of every account (columns) in every scenario (rows, -1 first)."""
+    scenarios = renewal_scenarios(rows, window_days)
+    p = np.clip(np.asarray(churn_probability(scenarios), dtype=float), 1e-9, 1.0 - 1e-9)
+    return p.reshape(HORIZON_YEARS + 1, len(rows))
+
+
+def _groups(rows: pd.DataFrame, segment: str) -> np.ndarray:
+    if segment in rows:
+        return rows[segment].astype(str).to_numpy()
+    return np.full(len(rows), "", dtype=object)
+
+
+def _mean_log_odds(by_scenario: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    logit = pd.DataFrame(np.log(by_scenario / (1 - by_scenario)).T)
+    means = logit.groupby(groups).mean()
+    means.columns = list(range(-1, HORIZON_YEARS))
+    return means
+
+
+def _means_of(means: pd.DataFrame, groups: np.ndarray, by_scenario: np.ndarray) -> np.ndarray:
+    """Each account's segment means (accounts × scenarios); its own log-odds where its segment
+    is not in ``means``."""
+    own = np.log(by_scenario / (1 - by_scenario)).T
+    found = means.reindex(pd.Index(groups)).to_numpy(dtype=float)
+    return np.where(np.isnan(found), own, found)
+
+
+def _toward(p: np.ndarray, means: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Probabilities (accounts × years) pulled toward the mean log-odds of the same year,
+    keeping ``weights[j]`` of each account's own difference in year ``j``."""
     logit = np.log(p / (1 - p))
-    frame = pd.DataFrame(logit)
-    means = frame.groupby(groups).transform("mean").to_numpy()
     pulled = means + weights[None, :] * (logit - means)
     return 1 / (1 + np.exp(-pulled))
 

@@ -289,9 +289,18 @@ def test_account_scores_carry_revenue_at_risk_and_a_risk_band(client, settings, 
         row = batch.loc[item["account_id"]]
         assert item["status"] == row["status"] == "scored"
         assert item["probability"] == pytest.approx(row["probability"], abs=1e-9)
+        # the account's remaining lifetime value: what the batch gives it, asked for alone or
+        # with others; revenue at risk is the churn probability × that value
+        for column in ("expected_remaining_months", "lifetime_value", "lifetime_value_low"):
+            assert item[column] == pytest.approx(row[column], rel=1e-9)
+        assert item["lifetime_value_low"] <= item["lifetime_value"] <= item["lifetime_value_high"]
         assert item["revenue_at_risk"] == pytest.approx(row["revenue_at_risk"], rel=1e-9)
+        assert item["revenue_at_risk"] == pytest.approx(
+            item["probability"] * item["lifetime_value"], rel=1e-12
+        )
         fields = item["crm_fields"]
         assert fields["Revenue_At_Risk__c"] == round(row["revenue_at_risk"], 2)
+        assert fields["Lifetime_Value__c"] == round(item["lifetime_value"], 2)
         assert fields["Churn_Risk_Score__c"] == item["score"]
         # churn is banded, not graded: high >= 50, medium 25-49, low < 25
         band = "high" if item["score"] >= 50 else "medium" if item["score"] >= 25 else "low"
@@ -306,6 +315,52 @@ def test_account_scores_carry_revenue_at_risk_and_a_risk_band(client, settings, 
             == segments[item["account_id"]]
         )
         assert segment in {"champion", "loyal", "recent", "at_risk", "lapsed", "no_deals"}
+
+
+def test_an_accounts_value_does_not_depend_on_what_else_is_asked(client, account_ids):
+    together = _one(client, "/score_accounts", {"account_ids": account_ids[:3]})["results"]
+    for item in together:
+        alone = _one(client, "/score_accounts", {"account_ids": [item["account_id"]]})
+        assert alone["results"][0]["lifetime_value"] == pytest.approx(item["lifetime_value"])
+
+
+def test_value_accounts_gives_what_the_value_command_gives(
+    client, settings, account_ids, lifecycle
+):
+    from serving.account_value import account_values
+
+    # given live, cancelled and unknown accounts
+    accounts = lifecycle["account"]
+    cancelled = accounts[accounts["status"] == "cancelled"]["account_id"].iloc[0]
+    ids = [*account_ids[:4], cancelled, "A9999999"]
+    # when valued through the API
+    body = _one(client, "/value_accounts", {"account_ids": ids})
+    # then the live ones get what `crm-intel value accounts` gives them, from the same model
+    valued = account_values(settings)
+    table = valued.table.set_index("account_id")
+    assert body["model_version"] == valued.champion.version
+    assert body["persistence"] == pytest.approx(valued.persistence)
+    assert (body["scored"], body["closed"], body["unknown"]) == (4, 1, 1)
+    for item in body["results"][:4]:
+        row = table.loc[item["account_id"]]
+        for column in (
+            "mrr",
+            "expected_remaining_months",
+            "remaining_months_low",
+            "remaining_months_high",
+            "lifetime_value",
+            "lifetime_value_low",
+            "lifetime_value_high",
+        ):
+            assert item[column] == pytest.approx(row[column], rel=1e-9), column
+        assert item["churn_probability_next_renewal"] == pytest.approx(row["p_next_renewal"])
+        assert item["plan"] == row["plan"] and item["rfm_segment"] == row["rfm_segment"]
+    # and the others say why they have no value, in the API's words
+    closed, unknown = body["results"][4:]
+    assert closed["status"] == "closed" and closed["lifetime_value"] is None
+    assert unknown["status"] == "unknown" and unknown["error"]["field"] == "account_ids[5]"
+    bad = client.post("/value_accounts", json={"account_ids": []}, headers=AUTH)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "account_ids"
 
 
 # ------------------------------------------------------------------------ status of an item
@@ -750,6 +805,9 @@ def test_batch_command_writes_the_same_fields(settings, tmp_path):
         "Revenue_At_Risk__c",
         "rfm_segment",
         "RFM_Segment__c",
+        "expected_remaining_months",
+        "lifetime_value",
+        "Lifetime_Value__c",
     } <= set(frame.columns)
     assert "log_odds" not in frame.columns and "raw_log_odds" not in frame.columns
     scored = frame[frame["status"] == "scored"]

@@ -133,15 +133,10 @@ def test_cli_train_churn_json_reports_auc_oracle_and_ece(
 def test_expected_lifetime_ranks_accounts_better_than_the_segment_mean(
     data_dir: Path, result: TrainingResult
 ) -> None:
-    from serving.account_value import feature_history
     from serving.batch import scorable_rows
+    from serving.lifetime import lifetime_reference
     from simulator.truth import read_lifetime_truth
-    from training.subscription_value import (
-        lifetime_check,
-        peer_months_by_account,
-        remaining_lifetime,
-        renewal_persistence,
-    )
+    from training.subscription_value import lifetime_check, peer_months_by_account
 
     # given every live account at the end of the data, and its true expected remaining lifetime
     settings = Settings(data_dir=data_dir)
@@ -152,12 +147,9 @@ def test_expected_lifetime_ranks_accounts_better_than_the_segment_mean(
 
     # when the churn model (trained on labels closed before its cutoff) values them, its
     # standing's persistence from one renewal to the next measured on the CRM's history
-    def churn_probability(frame: pd.DataFrame) -> np.ndarray:
-        return result.model.predict_proba(frame)[:, 1]
-
-    history = feature_history(settings, as_of.to_pydatetime())
-    persistence, pairs = renewal_persistence(history, churn_probability)
-    values = remaining_lifetime(features, churn_probability, persistence=persistence)
+    reference = lifetime_reference(settings, result.model, features, as_of.to_pydatetime())
+    values = reference.values(result.model, features)
+    assert reference.persistence_pairs >= 30
     subscriptions = pd.read_parquet(data_dir / "raw" / "subscriptions.parquet")
     peer = peer_months_by_account(subscriptions, as_of)
     figures, calibration = lifetime_check(values.astype({"account_id": str}), truth, peer)
@@ -174,4 +166,4 @@ def test_expected_lifetime_ranks_accounts_better_than_the_segment_mean(
     assert (values["lifetime_value"] <= values["lifetime_value_high"] + 1e-6).all()
     assert len(calibration) == 10
     # the persistence rests on the CRM's own renewals, not on a default
-    assert pairs >= 30 and 0 < persistence < 1
+    assert 0 < reference.persistence < 1

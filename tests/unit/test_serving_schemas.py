@@ -97,6 +97,10 @@ def test_results_name_their_status_and_the_margin_unambiguously():
         "risk_band",
         "revenue_at_risk",
         "rfm_segment",
+        "expected_remaining_months",
+        "lifetime_value",
+        "lifetime_value_low",
+        "lifetime_value_high",
     }
     with pytest.raises(ValidationError):
         LeadScore.model_validate({"lead_id": "L1", "status": "expired"})

@@ -143,12 +143,26 @@ def test_top_zero_gives_no_reasons(model, rows):
     assert scoring.score(model, rows, top=0).reasons == [[] for _ in range(len(rows))]
 
 
-def test_revenue_at_risk_is_probability_times_annual_mrr(model, rows):
-    mrr = np.linspace(0, 1000, len(rows))
-    mrr[5] = np.nan
-    scored = scoring.score(model, rows, value=mrr)
-    expected = scored.frame["probability"].to_numpy() * 12 * np.nan_to_num(mrr)
+def test_revenue_at_risk_is_probability_times_remaining_lifetime_value(model, rows):
+    # given each row's remaining lifetime (one value unknown)
+    value = np.linspace(0, 40_000, len(rows))
+    value[5] = np.nan
+    lifetime = pd.DataFrame(
+        {
+            "expected_remaining_months": np.linspace(1, 60, len(rows)),
+            "lifetime_value": value,
+            "lifetime_value_low": value / 2,
+            "lifetime_value_high": value * 2,
+        }
+    )
+    # when scored with it
+    scored = scoring.score(model, rows, lifetime=lifetime)
+    # then revenue at risk is the churn probability × the value (0 where it is unknown), and
+    # the lifetime columns ride along
+    expected = scored.frame["probability"].to_numpy() * np.nan_to_num(value)
     assert scored.frame["revenue_at_risk"].to_numpy() == pytest.approx(expected)
+    assert scored.frame["revenue_at_risk"].iloc[5] == 0.0
+    assert scored.frame["lifetime_value_high"].to_numpy() == pytest.approx(value * 2, nan_ok=True)
 
 
 def _online(rows: pd.DataFrame, found: list[bool]) -> pd.DataFrame:
