@@ -22,12 +22,14 @@ import pandas as pd
 
 from crm.settings import Settings
 from features.store import entity_info
-from serving.explain import records_frame
+from serving.explain import encode_records, is_tree_model, records_frame
 from training.subscription_value import (
     GRID_DAYS,
     HORIZON_YEARS,
+    lifetime_from_scenarios,
     remaining_lifetime,
     renewal_persistence,
+    scenario_days,
     segment_log_odds,
 )
 
@@ -80,9 +82,42 @@ class LifetimeReference:
         )
 
     def of_records(self, model: Any, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        """:meth:`values` of online feature dicts (the API's rows)."""
-        names = list(dict.fromkeys([*model.feature_names_in_, *LIFETIME_COLUMNS]))
-        return self.values(model, records_frame(names, records))
+        """:meth:`values` of online feature dicts (the API's rows). Trees skip pandas, as
+        scoring does (the 21 scenarios of one account cost ~70 ms through frames, ~2 ms
+        through the encoded matrix of :func:`serving.explain.encode_records`), with the same
+        numbers."""
+        if not records:
+            return self.values(model, pd.DataFrame())
+        if not is_tree_model(model):
+            names = list(dict.fromkeys([*model.feature_names_in_, *LIFETIME_COLUMNS]))
+            return self.values(model, records_frame(names, records))
+        rows = records_frame(list(LIFETIME_COLUMNS), records)
+        matrix = encode_records(model, records)
+        names = list(model.feature_names_in_)
+        fill = model.fill
+        n = len(records)
+        scenarios = np.tile(matrix, (HORIZON_YEARS + 1, 1))
+        to_renewal = rows["days_to_renewal"].to_numpy(dtype=float)
+        tenure = rows["tenure_days"].to_numpy(dtype=float)
+        for k, (_, days, tenure_then) in enumerate(
+            scenario_days(to_renewal, tenure, self.window_days)
+        ):
+            for column, values in (("days_to_renewal", days), ("tenure_days", tenure_then)):
+                if column in names:  # as encode_records would encode the changed value
+                    if column in fill:
+                        values = np.where(np.isnan(values), fill[column], values)
+                    scenarios[k * n : (k + 1) * n, names.index(column)] = values
+        raw = model.booster_.predict(scenarios, num_iteration=model.best_iteration_, num_threads=1)
+        by_scenario = np.asarray(model.calibrator_(raw), dtype=float).reshape(-1, n)
+        return lifetime_from_scenarios(
+            rows,
+            by_scenario,
+            window_days=self.window_days,
+            annual_discount_rate=self.annual_discount_rate,
+            gross_margin=self.gross_margin,
+            persistence=self.persistence,
+            segment_means=self.segment_means,
+        )
 
 
 def lifetime_reference(

@@ -20,7 +20,7 @@ stay, discounted to today's money. Values are in months and the CRM's currency.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,22 +36,32 @@ def renewal_scenarios(features: pd.DataFrame, window_days: int) -> pd.DataFrame:
     """Each account's feature row as it would stand in a window with no renewal (``scenario``
     -1), then in the window of each of its next renewals (``scenario`` 0, 1, …), for
     ``HORIZON_YEARS`` years; every feature but ``days_to_renewal`` and ``tenure_days`` as now."""
-    quiet_days = float(TERM_DAYS - window_days // 2)  # a renewal well outside the window
-    in_window = float(window_days // 2)  # the renewal half a window away
     to_renewal = features["days_to_renewal"].to_numpy(dtype=float)
     tenure = features["tenure_days"].to_numpy(dtype=float)
     parts = []
-    for scenario in range(-1, HORIZON_YEARS):
+    for scenario, days, tenure_then in scenario_days(to_renewal, tenure, window_days):
         part = features.copy()
-        if scenario < 0:
-            part["days_to_renewal"] = quiet_days
-            part["tenure_days"] = tenure + np.maximum(to_renewal - quiet_days, 0.0)
-        else:
-            part["days_to_renewal"] = in_window
-            part["tenure_days"] = tenure + to_renewal - in_window + scenario * TERM_DAYS
+        part["days_to_renewal"] = days
+        part["tenure_days"] = tenure_then
         part["scenario"] = scenario
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def scenario_days(
+    to_renewal: np.ndarray, tenure: np.ndarray, window_days: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per scenario of :func:`renewal_scenarios` (-1 first): its number, and every account's
+    ``days_to_renewal`` and ``tenure_days`` in it."""
+    quiet_days = float(TERM_DAYS - window_days // 2)  # a renewal well outside the window
+    in_window = float(window_days // 2)  # the renewal half a window away
+    for scenario in range(-1, HORIZON_YEARS):
+        if scenario < 0:
+            days = np.full(len(to_renewal), quiet_days)
+            yield scenario, days, tenure + np.maximum(to_renewal - quiet_days, 0.0)
+        else:
+            days = np.full(len(to_renewal), in_window)
+            yield scenario, days, tenure + to_renewal - in_window + scenario * TERM_DAYS
 
 
 def remaining_lifetime(
@@ -90,9 +100,38 @@ def remaining_lifetime(
             through the API gets what the batch gives it); an account of a segment the table
             lacks keeps its own standing.
     """
-    n = len(features)
     rows = features.reset_index(drop=True)
-    by_scenario = _scenario_probabilities(rows, churn_probability, window_days)
+    return lifetime_from_scenarios(
+        rows,
+        _scenario_probabilities(rows, churn_probability, window_days),
+        key=key,
+        window_days=window_days,
+        annual_discount_rate=annual_discount_rate,
+        gross_margin=gross_margin,
+        persistence=persistence,
+        segment=segment,
+        segment_means=segment_means,
+    )
+
+
+def lifetime_from_scenarios(
+    rows: pd.DataFrame,
+    by_scenario: np.ndarray,
+    *,
+    key: str = "account_id",
+    window_days: int = 90,
+    annual_discount_rate: float = 0.10,
+    gross_margin: float = 0.80,
+    persistence: float = 1.0,
+    segment: str = "plan",
+    segment_means: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """:func:`remaining_lifetime` from the churn probabilities of its scenarios already worked
+    out (``by_scenario``: scenarios of :func:`renewal_scenarios` as rows, -1 first; accounts as
+    columns, in the order of ``rows``, which need only ``key``, ``mrr``, ``days_to_renewal`` and
+    ``segment``)."""
+    n = len(rows)
+    by_scenario = np.clip(np.asarray(by_scenario, dtype=float), 1e-9, 1.0 - 1e-9)
     years = np.arange(HORIZON_YEARS + 1)
     groups = _groups(rows, segment)
     if segment_means is None:
