@@ -330,3 +330,51 @@ def read_duplicate_truth(truth_dir: Path | str) -> pd.DataFrame | None:
     not simulated with ``--duplicate-leads``."""
     path = Path(truth_dir) / TRUTH_FILE
     return pd.read_parquet(path) if path.exists() else None
+
+
+def synthetic_leads(
+    people: int, rate: float, seed: int, countries: tuple[str, ...] = ("US", "GB", "DE", "FR")
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lead records of ``people`` people, ``rate`` of them with duplicates, without a simulation:
+    identities and duplicates drawn exactly as :func:`plant_duplicate_leads` draws them, with a
+    creation time, country and job title each; for timing the linkage at scale.
+
+    Returns:
+        the leads (``lead_id``, ``created_at``, ``country``, ``job_title`` and the identity
+        columns, hashed as the contract keeps them) and the truth (``lead_id``, ``person_id``).
+    """
+    rng = duplicate_rng(seed)
+    account = rng.integers(0, max(1, people // 10), people)
+    company = pd.Series([f"Company {a + 1}" for a in account], dtype="string")
+    company = company.mask(rng.random(people) < 0.12)
+    identities = draw_identities(rng, company)
+    person, typed = draw_duplicates(rng, identities, rate)
+    both = pd.concat([identities, typed], ignore_index=True)
+    rows = np.concatenate([np.arange(people), person])
+    year_ns = 365 * 86_400_000_000_000
+    created = rng.integers(0, year_ns, people)
+    start = pd.Timestamp("2024-01-01", tz="UTC").value
+    created_ns = start + np.concatenate(
+        [created, created[person] + rng.integers(0, year_ns, len(person))]
+    )
+    titles = np.array(
+        [f"{s} {f}" for s in ("Head of", "Manager,", "VP") for f in ("Sales", "IT", "Finance")]
+    )
+    title = titles[rng.integers(0, len(titles), people)][rows]
+    width = len(str(len(rows)))
+    ids = pd.Series([f"L{i:0{width}d}" for i in range(1, len(rows) + 1)], dtype=DTYPES["id"])
+    leads = pd.DataFrame(
+        {
+            "lead_id": ids,
+            "created_at": pd.to_datetime(created_ns, utc=True),
+            "country": np.array(countries)[rng.integers(0, len(countries), people)][rows],
+            "job_title": title,
+            "first_name": both["first_name"],
+            "last_name": both["last_name"],
+            "company_name": both["company_name"],
+            "email_hash": email_hashes(both["email"]),
+            "phone_hash": phone_hashes(both["phone"]),
+        }
+    )
+    truth = pd.DataFrame({"lead_id": ids, "person_id": ids.to_numpy()[rows]})
+    return _contract_types(leads), truth.astype(DTYPES["id"])
