@@ -25,7 +25,8 @@ SEED = 1
 
 
 def run(people: int) -> dict:
-    return measure(f"""
+    return measure(
+        f"""
 import time
 from features.duplicates import (
     exact_email_clusters, find_duplicate_leads, pairwise_scores
@@ -60,7 +61,9 @@ RESULT = {{
     "splink": pairwise_scores(found.table.set_index("lead_id")["cluster_id"], person),
     "exact_email": pairwise_scores(exact_email_clusters(leads), person),
 }}
-""", timeout=3600)
+""",
+        timeout=3600,
+    )
 
 
 def main() -> None:

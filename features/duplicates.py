@@ -391,3 +391,16 @@ def read_duplicate_leads(path: Path) -> pd.DataFrame:
             f"{path} lacks column(s) {missing}: give the output of `crm-intel dedupe leads`"
         )
     return frame.astype({c: "string[pyarrow]" for c in OUTPUT_COLUMNS[:3]})
+
+
+def duplicate_of(path: Path) -> pd.Series | None:
+    """Duplicate lead id → its surviving lead, from a dedupe output (the CRM write-back's
+    ``Duplicate_Of__c``), or None when there is no such file."""
+    if not Path(path).exists():
+        return None
+    table = read_duplicate_leads(path)
+    linked = table[table["lead_id"] != table["survivor_lead_id"]]
+    return pd.Series(
+        linked["survivor_lead_id"].astype(str).to_numpy(),
+        index=linked["lead_id"].astype(str).to_numpy(),
+    )

@@ -62,7 +62,5 @@ def merge_duplicate_leads(
             frame = tables[name]
             lead = frame["lead_id"]
             moved = lead.astype(str).map(survivor_of)
-            out[name] = frame.assign(
-                lead_id=moved.where(moved.notna(), lead).astype(lead.dtype).to_numpy()
-            )
+            out[name] = frame.assign(lead_id=moved.where(moved.notna(), lead).astype(lead.dtype))
     return out

@@ -146,9 +146,7 @@ def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
     tables = read_feature_tables(settings.raw_dir)
     if settings.merge_duplicate_leads is not None:
         progress("merging duplicate leads")
-        tables = merge_duplicate_leads(
-            tables, read_duplicate_leads(settings.merge_duplicate_leads)
-        )
+        tables = merge_duplicate_leads(tables, read_duplicate_leads(settings.merge_duplicate_leads))
     progress("checking raw tables")
     check_tables(tables)
     counts: dict[str, int] = {}

@@ -88,6 +88,8 @@ def write_salesforce(
     name_of_account = dict(zip(accounts["account_id"], accounts["name"], strict=True))
     person = leads["lead_id"].astype(str)
     first, last = "Lead", person.str.lstrip("L").str.lstrip("0")
+    if "first_name" in leads and "last_name" in leads:  # simulated with --duplicate-leads
+        first, last = blank_text(leads["first_name"]), blank_text(leads["last_name"])
     email = person.str.lower() + "@example.com"
     files: dict[str, pd.DataFrame] = {}
 

@@ -185,3 +185,69 @@ def test_planted_duplicates_are_later_records_of_one_person_with_part_of_their_t
         email_hashes(pd.Series(["X@Y.example"])).iloc[0]
         == hashlib.sha256(b"x@y.example").hexdigest()
     )
+
+
+def test_merging_moves_a_duplicates_touches_to_its_survivor_at_their_own_times() -> None:
+    from features.merging import merge_duplicate_leads
+
+    # given L2, a later duplicate of L1 that converted, with a touch of its own; L3 on its own
+    stamp = pd.Timestamp
+    leads = pd.DataFrame(
+        {
+            "lead_id": pd.array(["L1", "L2", "L3"], dtype="string[pyarrow]"),
+            "created_at": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-01-15"], utc=True),
+            "converted_at": pd.to_datetime([None, "2024-03-01", None], utc=True),
+        }
+    )
+    touches = pd.DataFrame(
+        {
+            "lead_id": pd.array(["L1", "L2", "L3", None], dtype="string[pyarrow]"),
+            "occurred_at": pd.to_datetime(
+                ["2024-01-02", "2024-02-10", "2024-01-20", "2024-01-05"], utc=True
+            ),
+        }
+    )
+    duplicates = pd.DataFrame(
+        {"lead_id": ["L1", "L2", "L3"], "survivor_lead_id": ["L1", "L1", "L3"]}
+    )
+
+    # when merged
+    merged = merge_duplicate_leads({"leads": leads, "interactions": touches}, duplicates)
+
+    # then L2 is gone, its touch is L1's at its own time, and L1 converts when L2 did
+    assert merged["leads"]["lead_id"].tolist() == ["L1", "L3"]
+    assert merged["leads"]["converted_at"].iloc[0] == stamp("2024-03-01", tz="UTC")
+    assert merged["leads"]["created_at"].iloc[0] == stamp("2024-01-01", tz="UTC")
+    moved = merged["interactions"]
+    assert moved["lead_id"].tolist()[:3] == ["L1", "L1", "L3"] and pd.isna(moved["lead_id"][3])
+    assert moved["occurred_at"].equals(touches["occurred_at"])
+    assert moved["lead_id"].dtype == touches["lead_id"].dtype
+    # and the input is left as it was
+    assert touches["lead_id"].tolist()[1] == "L2" and len(leads) == 3
+
+
+def test_the_write_back_names_each_duplicates_surviving_lead() -> None:
+    from crm.settings import DEFAULT_CRM_FIELDS
+    from crm_intel.runs import writeback_frame
+
+    # given a batch where L2 (a duplicate of L1) was scored and L3 (a duplicate merged away) not
+    frame = pd.DataFrame(
+        {
+            "lead_id": ["L1", "L2"],
+            "status": ["scored", "scored"],
+            "lifecycle": ["open", "open"],
+            "Lead_Score__c": [71, 12],
+            "Score_Reasons__c": ["+ Viewed pricing", "− Few touches"],
+        }
+    )
+    duplicate_of = pd.Series({"L2": "L1", "L3": "L1"})
+
+    # when the CRM's update is made
+    rows = writeback_frame(frame, "lead_conversion", DEFAULT_CRM_FIELDS, None, duplicate_of)
+
+    # then each duplicate names its survivor in Duplicate_Of__c, the survivor none, and the
+    # unscored duplicate gets a row with emptied scores saying why
+    by_id = rows.set_index("lead_id")
+    assert by_id["Duplicate_Of__c"].fillna("").to_dict() == {"L1": "", "L2": "L1", "L3": "L1"}
+    assert pd.isna(by_id.loc["L3", "Lead_Score__c"])
+    assert by_id.loc["L3", "Score_Reasons__c"].startswith("Not scored: a duplicate of L1")
