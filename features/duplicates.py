@@ -258,14 +258,19 @@ def find_duplicate_leads(
     # the user's to act on; errors still show
     linker = Linker(db.register(frame), settings, log_level=logging.ERROR)
     progress("share of matching pairs")
-    exact: list[Any] = [block_on(c) for c in ("email_hash", "phone_hash") if c in columns]
-    if exact:
+    shared = [
+        c
+        for c in ("email_hash", "phone_hash")
+        if c in columns and frame[c].dropna().duplicated().any()
+    ]
+    exact: list[Any] = [block_on(c) for c in shared]
+    if exact:  # else no pair to estimate from: Splink's default prior stays
         linker.training.estimate_probability_two_random_records_match(exact, EXACT_RULES_RECALL)
     progress("u probabilities (random pairs)")
     linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed)
     progress("m probabilities (expectation maximisation)")
     probe = min(1.0, EM_PROBE_RECORDS / len(frame))
-    for rule in _training_rules(columns):
+    for rule in _training_rules(frame, columns):
         linker.training.estimate_parameters_using_expectation_maximisation(
             rule,
             estimate_without_term_frequencies=True,
@@ -284,15 +289,19 @@ def find_duplicate_leads(
     return DuplicateLeads(table, len(pairs))
 
 
-def _training_rules(columns: list[str]) -> list[Any]:
-    """Blocking rules for expectation maximisation: each leaves out what the other estimates."""
+def _training_rules(frame: pd.DataFrame, columns: list[str]) -> list[Any]:
+    """Blocking rules for expectation maximisation, each leaving out what another estimates;
+    only those that make some pair (Splink refuses an empty one)."""
     from splink import block_on
 
+    def pairs(keys: list[str]) -> bool:
+        return all(c in columns for c in keys) and bool(frame[keys].dropna().duplicated().any())
+
     rules = []
-    if all(c in columns for c in NAME_COLUMNS):
-        rules.append(block_on("first_name", "last_name"))
+    if pairs(list(NAME_COLUMNS)):
+        rules.append(block_on(*NAME_COLUMNS))
     for column in ("email_hash", "phone_hash", "company_key"):
-        if column in columns:
+        if pairs([column]):
             rules.append(block_on(column))
     return rules
 
