@@ -103,9 +103,12 @@ bench-value: $(STAMP) ## Benchmark: BG/NBD and Gamma-Gamma on CDNOW's sample and
 bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow models serve), loopback only
 	$(BIN)/python benchmarks/serve.py
 
-bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-value bench-serve ## Run every benchmark (writes benchmarks/results/*.json)
+bench-dedupe: $(STAMP) ## Benchmark: duplicate leads in 1M lead records with Splink on DuckDB (time, memory, precision/recall)
+	$(BIN)/python benchmarks/dedupe.py
+
+bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe ## Run every benchmark (writes benchmarks/results/*.json)
 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve clean
+.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve bench-dedupe clean

@@ -98,6 +98,16 @@ SOURCE_ID = Column(
 )
 
 
+# A lead's identity, for finding duplicate leads (features.duplicates); optional, never features.
+# What is kept as text and what only as a hash: the privacy setting lead_identity (crm.identity).
+IDENTITY_COLUMNS: tuple[Column, ...] = (
+    Column("first_name", "str", nullable=True, doc="as text, or its phonetic code (lead_identity)"),
+    Column("last_name", "str", nullable=True, doc="as text, or its phonetic code (lead_identity)"),
+    Column("company_name", "str", nullable=True, doc="the company the lead gave, as text"),
+    Column("phone_hash", "str", nullable=True, doc="SHA-256 of the phone's last 10 digits"),
+)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """One contract table: columns, primary key, foreign keys and the timestamp that orders it."""
@@ -155,6 +165,7 @@ TABLES: dict[str, TableSpec] = {
                 Column(
                     "email_hash", "str", nullable=True, doc="SHA-256 of the e-mail; never a feature"
                 ),
+                *IDENTITY_COLUMNS,
                 Column("status", "category", allowed=LEAD_STATUSES),
                 Column("converted_at", "timestamp", nullable=True),
             ),

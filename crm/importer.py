@@ -27,13 +27,14 @@ import pandas as pd
 from crm.contract import (
     DTYPES,
     EMPLOYEE_BANDS,
+    IDENTITY_COLUMNS,
     TABLES,
     ContractError,
     Problem,
     validate_tables,
 )
 from crm.exports import map_export
-from crm.exports.common import import_mapped
+from crm.exports.common import import_mapped, protected
 from crm.io import read_file, write_tables
 
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet")
@@ -171,27 +172,34 @@ def _write_validated(
     sources: Mapping[str, str],
     raw_dir: Path,
     now: pd.Timestamp | None,
+    lead_identity: str = "names",
 ) -> dict[str, int]:
-    typed = validate_tables(frames, sources, now=now)
-    # an export with no source CRM ids is written as the simulator writes its tables: without
-    # the column, rather than with an empty one
+    typed = validate_tables(protected(frames, lead_identity), sources, now=now)
+    # an export with no source CRM ids (or no lead identities) is written as the simulator
+    # writes its tables: without the columns, rather than with empty ones
+    absent_when_empty = ("source_id", *(c.name for c in IDENTITY_COLUMNS))
     typed = {
-        name: frame.drop(columns="source_id")
-        if "source_id" in frame and frame["source_id"].isna().all()
-        else frame
+        name: frame.drop(
+            columns=[c for c in absent_when_empty if c in frame and frame[c].isna().all()]
+        )
         for name, frame in typed.items()
     }
     write_tables(typed, Path(raw_dir))
     return {name: len(frame) for name, frame in typed.items()}
 
 
-def import_folder(folder: Path, raw_dir: Path, now: pd.Timestamp | None = None) -> dict[str, int]:
+def import_folder(
+    folder: Path, raw_dir: Path, now: pd.Timestamp | None = None, lead_identity: str = "names"
+) -> dict[str, int]:
     """Validate a folder of contract tables and write them to ``raw_dir``, all or nothing.
 
     Args:
         folder: the folder holding one CSV or Parquet file per contract table.
         raw_dir: where the contract's Parquet tables live (``settings.raw_dir``).
         now: timestamps after this are rejected (defaults to the current time).
+        lead_identity: the privacy setting for leads' names, e-mails and phones
+            (:func:`crm.identity.protect_leads`; a leads file may give ``email`` and ``phone``,
+            which are stored only as their hashes).
 
     Returns:
         table name → number of rows imported.
@@ -200,7 +208,7 @@ def import_folder(folder: Path, raw_dir: Path, now: pd.Timestamp | None = None) 
         ContractError: naming file, row and column; ``raw_dir`` is then left as it was.
     """
     frames, sources = load_folder(folder)
-    return _write_validated(frames, sources, raw_dir, now)
+    return _write_validated(frames, sources, raw_dir, now, lead_identity)
 
 
 def account_id_for(name: str) -> str:
@@ -529,19 +537,21 @@ def import_export(
     format_name: str = "contract",
     mapping_file: Path | None = None,
     now: pd.Timestamp | None = None,
+    lead_identity: str = "names",
 ) -> dict[str, int]:
     """Import an export of any format (:data:`crm.exports.FORMATS`) into ``raw_dir``, all or
     nothing.
 
     ``contract``: one file per contract table (:func:`import_folder`); ``maven``: a Maven-style
     export (:func:`import_maven`); ``salesforce`` and ``hubspot``: the CRM's own export, mapped
-    by ``crm/exports/<format>.yaml`` with ``mapping_file`` merged over it.
+    by ``crm/exports/<format>.yaml`` with ``mapping_file`` merged over it. ``lead_identity`` is
+    the privacy setting applied to leads' identities (:func:`crm.identity.protect_leads`).
 
     Raises:
         ContractError: naming the export's file, row and field; ``raw_dir`` is left as it was.
     """
     if format_name == "contract":
-        return import_folder(folder, raw_dir, now)
+        return import_folder(folder, raw_dir, now, lead_identity)
     if format_name == "maven":
         return import_maven(folder, raw_dir, now)
-    return import_mapped(map_export(format_name, folder, mapping_file), raw_dir, now)
+    return import_mapped(map_export(format_name, folder, mapping_file), raw_dir, now, lead_identity)

@@ -33,6 +33,7 @@ DEFAULT_CRM_FIELDS: dict[str, str] = {
     "account_trend_change": "Churn_Risk_Trend_Change__c",
     "account_rfm_segment": "RFM_Segment__c",
     "account_lifetime_value": "Lifetime_Value__c",
+    "lead_duplicate_of": "Duplicate_Of__c",
 }
 
 
@@ -121,6 +122,16 @@ class Settings(BaseSettings):
     salesforce_api_version: str = "62.0"
     salesforce_poll_seconds: float = Field(default=2.0, gt=0)  # first wait between job polls
     salesforce_rows_per_job: int = Field(default=100_000, ge=1)
+    # Lead identity kept on import (crm.identity): names as text (default), their phonetic codes,
+    # or only the e-mail and phone hashes; e-mail and phone are always stored as SHA-256 only
+    lead_identity: Literal["names", "phonetic", "hashes"] = "names"
+    # `crm-intel dedupe leads` (features.duplicates): two records are one person at or above this
+    # Splink match probability
+    dedupe_match_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
+    dedupe_seed: int = 42  # Splink's random sampling of pairs (u probabilities)
+    # merge each duplicate lead's engagement onto its surviving lead before features are built,
+    # from this dedupe output (`features build --merge-duplicates FILE`); unset: no merging
+    merge_duplicate_leads: Path | None = None
     # ISO 4217 code of the CRM's amounts (opportunity amount, MRR), named on the pages people read
     currency: str = "USD"
 
@@ -150,6 +161,12 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Feature tables (Parquet) written by ``crm-intel features build``."""
         return self.data_dir / "features"
+
+    @property
+    def duplicate_leads_path(self) -> Path:
+        """Where ``crm-intel dedupe leads`` writes by default, and the write-back reads
+        ``Duplicate_Of__c`` from."""
+        return self.data_dir / "dedupe" / "leads.parquet"
 
     @property
     def feast_dir(self) -> Path:

@@ -12,6 +12,7 @@ from crm_intel.commands import (
     attribution,
     backtesting,
     comparing,
+    deduping,
     features,
     importing,
     keys,
@@ -67,6 +68,7 @@ app.command("monitor")(monitoring.monitor)
 app.add_typer(pushing.app, name="push")
 app.add_typer(reporting.app, name="report")
 app.add_typer(valuing.app, name="value")
+app.add_typer(deduping.app, name="dedupe")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -151,7 +151,13 @@ def import_step(ctx: RunContext) -> Done:
 
     assert ctx.source is not None
     try:
-        counts = import_export(ctx.source, ctx.settings.raw_dir, ctx.source_format, ctx.mapping)
+        counts = import_export(
+            ctx.source,
+            ctx.settings.raw_dir,
+            ctx.source_format,
+            ctx.mapping,
+            lead_identity=ctx.settings.lead_identity,
+        )
     except ContractError as err:
         first = "; ".join(str(p) for p in err.problems[:3])
         raise StepFailed(
@@ -215,6 +221,7 @@ def writeback_frame(
     model_name: str,
     names: Mapping[str, str],
     source_ids: SourceIds | None = None,
+    duplicate_of: pd.Series | None = None,
 ) -> pd.DataFrame:
     """The CRM's update from a batch frame: the id and the CRM fields of the model's entity,
     one row per open lead or live account: ``scored``; ``stale`` with emptied scores and the
@@ -224,10 +231,14 @@ def writeback_frame(
 
     Data imported from a CRM's own export (``source_ids`` has its key field) is keyed by that
     CRM's ids (Salesforce ``Id``, HubSpot ``Record ID``): the file is that CRM's update import.
+
+    ``duplicate_of`` (duplicate lead id → its surviving lead, from ``crm-intel dedupe leads``)
+    fills ``Duplicate_Of__c``; a duplicate the batch did not score at all (its engagement was
+    merged onto its survivor) gets a row of its own with emptied scores and that reason.
     """
     entity, key, _ = WRITEBACK[model_name]
     columns = [key, *(name for item, name in names.items() if item.startswith(f"{entity}_"))]
-    if not len(frame):
+    if not len(frame) and duplicate_of is None:
         return pd.DataFrame(columns=columns)
     not_yet = (frame["status"] == "unknown") & frame["lifecycle"].isin(LIVE_LIFECYCLES)
     keep = frame["status"].isin(WRITTEN_BACK) | not_yet
@@ -237,30 +248,65 @@ def writeback_frame(
     rows.loc[not_yet[keep].to_numpy(), reasons] = (
         f"Not scored yet: new since the last weekly update; the next one scores this {entity}"
     )
+    if entity == "lead" and duplicate_of is not None:
+        rows = _with_duplicates(rows, frame, key, names, duplicate_of)
     # whole points, also beside the emptied scores of stale rows (else written as 12.0)
     for item in (f"{entity}_score", f"{entity}_trend_change"):
         rows[names[item]] = pd.to_numeric(rows[names[item]]).round().astype("Int64")
     source_key = source_ids.key_field(entity) if source_ids is not None else None
     if source_key is not None and source_ids is not None:
         rows[key] = source_ids.of(entity, rows[key].astype(str))
+        if entity == "lead":
+            survivor = rows[names["lead_duplicate_of"]]
+            rows[names["lead_duplicate_of"]] = [
+                None if pd.isna(v) else source_ids.of(entity, [str(v)])[0] for v in survivor
+            ]
         rows = rows.rename(columns={key: source_key})
     return rows.reset_index(drop=True)
 
 
+def _with_duplicates(
+    rows: pd.DataFrame,
+    frame: pd.DataFrame,
+    key: str,
+    names: Mapping[str, str],
+    duplicate_of: pd.Series,
+) -> pd.DataFrame:
+    """Lead rows with ``Duplicate_Of__c``, and a row for each duplicate the batch left out."""
+    unscored = duplicate_of.index.difference(pd.Index(frame[key].astype(str)))
+    if len(unscored):
+        extra = pd.DataFrame({key: unscored}).reindex(columns=rows.columns)
+        extra[names["lead_reasons"]] = [
+            f"Not scored: a duplicate of {duplicate_of[i]}, whose score covers this record"
+            for i in unscored
+        ]
+        rows = pd.concat([rows, extra.astype(object)], ignore_index=True)
+    rows[names["lead_duplicate_of"]] = rows[key].astype(str).map(duplicate_of).astype(object)
+    return rows
+
+
 def write_back(ctx: RunContext) -> Done:
     """Write ``writeback/leads.csv`` and ``accounts.csv``: both to temporary files first, renamed
-    over the previous ones only once both are complete."""
+    over the previous ones only once both are complete. Leads name their surviving lead in
+    ``Duplicate_Of__c`` when ``crm-intel dedupe leads`` wrote its default output."""
+    from features.duplicates import duplicate_of
+
     folder = ctx.settings.data_dir / WRITEBACK_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.tmp-*"):  # left by a killed run; the run lock is ours
         stale.unlink(missing_ok=True)
     frames = {}
     source_ids = SourceIds(ctx.settings.raw_dir)
-    for model_name, (_, _, file_name) in WRITEBACK.items():
+    duplicates = duplicate_of(ctx.settings.duplicate_leads_path)
+    for model_name, (entity, _, file_name) in WRITEBACK.items():
         if model_name not in ctx.outputs:
             raise RuntimeError(f"no {model_name} scores to write back (its score step did not run)")
         frames[file_name] = writeback_frame(
-            ctx.outputs[model_name], model_name, ctx.settings.crm_field_names, source_ids
+            ctx.outputs[model_name],
+            model_name,
+            ctx.settings.crm_field_names,
+            source_ids,
+            duplicates if entity == "lead" else None,
         )
     with ExitStack() as stack:
         for file_name, frame in frames.items():

@@ -34,7 +34,9 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from crm.io import atomic_dir, write_parquet
 from crm.settings import Settings
 from features import data_sources, entities, feature_services, feature_views
+from features.duplicates import read_duplicate_leads
 from features.lifecycle import account_status_table, lead_status_table, read_lead_status
+from features.merging import merge_duplicate_leads
 from features.online_store import CrmSqliteOnlineStore, FeatureStoreNotReadyError
 from features.pipeline import (
     FeatureInputError,
@@ -131,7 +133,9 @@ def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
     created since the last snapshot and not converted (features as known at ``created_at``;
     ``lead_labels`` has their unlabelled rows too), so that the online store can score a new
     lead. ``lead_status`` and ``account_status`` say where each entity stands as of the data's
-    as-of time (:mod:`features.lifecycle`).
+    as-of time (:mod:`features.lifecycle`). With ``settings.merge_duplicate_leads`` (a dedupe
+    output), duplicate leads' engagement is merged onto their surviving lead first
+    (:mod:`features.merging`), so leads are scored per person.
 
     On any error the previous feature tables are left exactly as they were.
 
@@ -140,6 +144,9 @@ def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
     """
     progress("reading raw tables")
     tables = read_feature_tables(settings.raw_dir)
+    if settings.merge_duplicate_leads is not None:
+        progress("merging duplicate leads")
+        tables = merge_duplicate_leads(tables, read_duplicate_leads(settings.merge_duplicate_leads))
     progress("checking raw tables")
     check_tables(tables)
     counts: dict[str, int] = {}

@@ -55,6 +55,9 @@ class SimulationConfig:
     # changes planted from a month on (simulator.drift); none by default, and then the same seed
     # gives the same bytes as before drift existed
     drift: tuple[Drift, ...] = ()
+    # share of leads planted with a duplicate record, and identities for every lead
+    # (simulator.duplicates); 0 by default, and then the same seed gives the bytes of before
+    duplicate_leads: float = 0.0
 
     def __post_init__(self) -> None:
         if self.accounts < 10:
@@ -65,6 +68,10 @@ class SimulationConfig:
             raise ValueError(f"months must be between 3 and 120, got {self.months}")
         if pd.Timestamp(self.start).dayofweek != 0:
             raise ValueError(f"start must be a Monday, got {self.start}")
+        if not 0.0 <= self.duplicate_leads <= 0.5:
+            raise ValueError(
+                f"duplicate_leads must be between 0 and 0.5, got {self.duplicate_leads}"
+            )
         if self.drift:
             # imported here: drift names industries from simulator.accounts, which imports this
             from simulator.drift import check_drift
@@ -92,6 +99,8 @@ class SimulationResult:
     drift: dict[str, Any] | None = None  # what the planted drift did (truth/drift.json), if any
     # each live subscription's true expected remaining lifetime at the end (written on request)
     lifetime: pd.DataFrame | None = None
+    # which lead records are one person, when duplicates were planted (simulator.duplicates)
+    duplicates: pd.DataFrame | None = None
 
 
 Progress = Callable[[str], None]

@@ -40,6 +40,10 @@ Everything is vectorised numpy; the same seed gives the same bytes.
 **Drift** (opt-in, ``cfg.drift``, :mod:`simulator.drift`) changes a channel's touch volume or a
 segment's conversion hazard from a given month; it is planted between the touches and conversion,
 from its own random streams, and :mod:`simulator.drift_truth` measures what it did.
+
+**Duplicate leads** (opt-in, ``cfg.duplicate_leads``, :mod:`simulator.duplicates`) give every lead
+an identity and add more records of some people, with part of their touches, after the tables
+are built, from their own random stream; the truth says which records are one person.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from simulator.config import (
 from simulator.conversion import LeadProcess
 from simulator.drift import plant_drift
 from simulator.drift_truth import drift_truth
+from simulator.duplicates import plant_duplicate_leads
 from simulator.leads import draw_leads
 from simulator.lifetime_truth import remaining_lifetime_truth
 from simulator.tables import contract_tables, summarize
@@ -160,6 +165,16 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
         tickets,
         cs_touches,
     )
+    duplicates = None
+    if cfg.duplicate_leads:  # opt-in, from its own random stream
+        progress("duplicate leads")
+        tables, duplicates = plant_duplicate_leads(
+            tables,
+            cfg.duplicate_leads,
+            cfg.seed,
+            pd.Timestamp(cal.end_ns, tz="UTC"),
+            cfg.lead_lifetime_weeks,
+        )
     snapshot_ns = cal.week_start(leads["created_week"][lead_truth["lead"]] + lead_truth["age"])
     truth = {
         "lead_conversion": pd.DataFrame(
@@ -191,4 +206,4 @@ def simulate(cfg: SimulationConfig, progress: Progress = _noop) -> SimulationRes
     lifetime = remaining_lifetime_truth(
         cal, subs, churn, tables["accounts"]["account_id"].to_numpy()
     ).astype({"account_id": DTYPES["id"]})
-    return SimulationResult(cfg, tables, truth, summary, conv, drift, lifetime)
+    return SimulationResult(cfg, tables, truth, summary, conv, drift, lifetime, duplicates)

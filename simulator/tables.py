@@ -33,6 +33,7 @@ from crm.io import atomic_dir, write_parquet
 from simulator.accounts import COUNTRIES, INDUSTRIES, REGIONS
 from simulator.config import DAY_NS, Calendar, SimulationConfig, SimulationResult, ids, take
 from simulator.conversion import LeadProcess
+from simulator.duplicates import TRUTH_FILE as DUPLICATE_TRUTH_FILE
 from simulator.leads import FUNCTIONS, SOURCES
 from simulator.touches import CH, PAID_CHANNELS, TOPICS, TY
 
@@ -372,6 +373,8 @@ def summarize(
     drift = config.pop("drift")
     if drift:
         config["drift"] = [str(d) for d in cfg.drift]
+    if not config["duplicate_leads"]:  # likewise
+        config.pop("duplicate_leads")
     return {
         "config": config,
         "end": end.isoformat(),
@@ -397,7 +400,8 @@ def write_simulation(
     """Write raw tables to ``<data_dir>/raw`` and truth to ``<data_dir>/truth``, atomically.
 
     The truth holds ``drift.json`` (:mod:`simulator.drift_truth`) only when drift was planted,
-    and ``lifetime.parquet`` (:mod:`simulator.lifetime_truth`) only when ``lifetime`` is asked
+    ``duplicate_leads.parquet`` (:mod:`simulator.duplicates`) only when duplicates were, and
+    ``lifetime.parquet`` (:mod:`simulator.lifetime_truth`) only when ``lifetime`` is asked
     for: without either, the bytes of before.
     """
     data_dir = Path(data_dir)
@@ -416,4 +420,6 @@ def write_simulation(
             )
         if lifetime and result.lifetime is not None:
             write_parquet(result.lifetime, truth_tmp / "lifetime.parquet")
+        if result.duplicates is not None:
+            write_parquet(result.duplicates, truth_tmp / DUPLICATE_TRUTH_FILE)
     return {"raw": raw_dir, "truth": truth_dir}

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from crm.contract import DTYPES, TABLES, ContractError, Problem, validate_tables
+from crm.identity import protect_leads
 from crm.io import read_file, write_tables
 from crm.settings import deep_merged
 
@@ -252,8 +253,20 @@ def source_manifest(export: MappedExport) -> dict[str, Any]:
     return {"format": export.format, "key_fields": dict(export.key_fields)}
 
 
+def protected(frames: Mapping[str, pd.DataFrame], lead_identity: str) -> dict[str, pd.DataFrame]:
+    """The tables with the leads' identities as the privacy setting keeps them
+    (:func:`crm.identity.protect_leads`), before they are validated and written."""
+    out = dict(frames)
+    if "leads" in out:
+        out["leads"] = protect_leads(out["leads"], lead_identity)
+    return out
+
+
 def import_mapped(
-    export: MappedExport, raw_dir: Path, now: pd.Timestamp | None = None
+    export: MappedExport,
+    raw_dir: Path,
+    now: pd.Timestamp | None = None,
+    lead_identity: str = "names",
 ) -> dict[str, int]:
     """Validate a mapped export against the contract and write it to ``raw_dir``, all or nothing,
     with ``source.json`` (:func:`source_manifest`) beside the tables.
@@ -265,7 +278,7 @@ def import_mapped(
         ContractError: naming the export's file, row and field; ``raw_dir`` is left as it was.
     """
     try:
-        typed = validate_tables(export.tables, export.sources, now=now)
+        typed = validate_tables(protected(export.tables, lead_identity), export.sources, now=now)
     except ContractError as err:
         raise ContractError([in_source_terms(p, export) for p in err.problems]) from None
     manifest = json.dumps(source_manifest(export), indent=1, sort_keys=True)

@@ -52,6 +52,7 @@ from crm.exports.hubspot_files import (
     field_label,
     source_columns,
 )
+from crm.identity import phone_hashes
 from crm.importer import employee_band
 
 
@@ -133,6 +134,11 @@ def _contacts(
             "email_hash": email.map(
                 lambda e: hashlib.sha256(e.encode()).hexdigest() if e else pd.NA
             ),
+            # identity for finding duplicate leads; the privacy setting decides what is kept
+            "first_name": r.text(frame, "contacts", "first_name"),
+            "last_name": r.text(frame, "contacts", "last_name"),
+            "company_name": r.text(frame, "contacts", "company"),
+            "phone_hash": phone_hashes(r.text(frame, "contacts", "phone")),
         }
     )
     return contacts, lifecycle, lead_status

@@ -48,6 +48,7 @@ from crm.exports.salesforce_files import (
     SOURCE_COLUMNS,
     Reader,
 )
+from crm.identity import phone_hashes
 from crm.importer import employee_band
 
 
@@ -150,6 +151,7 @@ def _leads(
     )
     email = text(frame, "Email").str.lower()
     email_hash = email.map(lambda e: hashlib.sha256(e.encode()).hexdigest() if e else pd.NA)
+    # identity for finding duplicate leads; the privacy setting decides what of it is kept
     account_id, matched = _lead_accounts(reader, frame, accounts)
     out = pd.DataFrame(
         {
@@ -165,6 +167,10 @@ def _leads(
             "email_hash": email_hash,
             "status": status,
             "converted_at": converted_at,
+            "first_name": text(frame, "FirstName"),
+            "last_name": text(frame, "LastName"),
+            "company_name": text(frame, "Company"),
+            "phone_hash": phone_hashes(text(frame, "Phone")),
         }
     )
     return out, matched

@@ -87,7 +87,9 @@ def write_salesforce(
     contact_ids, contact_of = _ids(converted_leads["lead_id"], "Contact")
     name_of_account = dict(zip(accounts["account_id"], accounts["name"], strict=True))
     person = leads["lead_id"].astype(str)
-    first, last = "Lead", person.str.lstrip("L").str.lstrip("0")
+    first, last = pd.Series("Lead", index=leads.index), person.str.lstrip("L").str.lstrip("0")
+    if "first_name" in leads and "last_name" in leads:  # simulated with --duplicate-leads
+        first, last = blank_text(leads["first_name"]), blank_text(leads["last_name"])
     email = person.str.lower() + "@example.com"
     files: dict[str, pd.DataFrame] = {}
 
@@ -131,7 +133,7 @@ def write_salesforce(
         {
             "Id": contact_ids,
             "AccountId": contact_opportunity.map(account_of_opportunity).map(account_of),
-            "FirstName": first,
+            "FirstName": first[converted],
             "LastName": last[converted],
             "Email": email[converted],
             "Title": blank_text(converted_leads["job_title"]),

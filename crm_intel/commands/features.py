@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +29,7 @@ app = typer.Typer(
 
 def _errors() -> tuple[type[BaseException], ...]:
     from crm.contract import ContractError
+    from features.duplicates import DedupeInputError
     from features.pipeline import FeatureInputError
     from features.store import FeatureStoreNotReadyError, UnknownEntityError
 
@@ -37,18 +39,38 @@ def _errors() -> tuple[type[BaseException], ...]:
         UnknownEntityError,
         ContractError,
         FileNotFoundError,
+        DedupeInputError,
     )
 
 
 @app.command()
-def build(data_dir: DataDirOption = None, json_: JsonOption = False) -> None:
+def build(
+    merge_duplicates: Annotated[
+        Path | None,
+        typer.Option(
+            "--merge-duplicates",
+            metavar="FILE",
+            help="Merge each duplicate lead's touches and deals onto its surviving lead (at "
+            "their own times) before building, from this `dedupe leads` output, so leads are "
+            "scored per person (default: the setting merge_duplicate_leads; unset, no merging).",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    json_: JsonOption = False,
+) -> None:
     """Build lead, account and content feature tables (and labels) from DATA_DIR/raw."""
     from features.store import build as run
 
     settings = settings_for(data_dir)
+    if merge_duplicates is not None:
+        settings = settings.model_copy(update={"merge_duplicate_leads": merge_duplicates})
+    steps = 7 + (settings.merge_duplicate_leads is not None)
     started = time.perf_counter()
     try:
-        with progress("features build", total=7) as advance:
+        with progress("features build", total=steps) as advance:
             counts = run(settings, progress=advance)
     except _errors() as err:
         raise fail(f"{err} (previous feature tables left unchanged)") from None

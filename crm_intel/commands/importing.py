@@ -87,9 +87,10 @@ def import_(
         raise fail("give exactly one of --from FOLDER or --maven FOLDER")
     if mapping is not None and kind not in ("salesforce", "hubspot"):
         raise fail(f"--mapping applies to --format salesforce or hubspot, not {kind}")
-    raw_dir = settings_for(data_dir).raw_dir
+    settings = settings_for(data_dir)
+    raw_dir = settings.raw_dir
     try:
-        counts = import_export(source, raw_dir, kind, mapping)
+        counts = import_export(source, raw_dir, kind, mapping, lead_identity=settings.lead_identity)
     except ContractError as err:
         for problem in err.problems:
             console.print(escape(str(problem)), highlight=False, soft_wrap=True)

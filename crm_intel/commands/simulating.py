@@ -23,7 +23,7 @@ from crm_intel.commands.common import (
 if TYPE_CHECKING:
     from simulator import SimulationConfig
 
-STEPS = 12
+STEPS = 13
 DRIFT_HELP = (
     "Plant a change from a month on, for monitoring to detect; repeat for several. "
     "A channel's touch volume: 'channel=CHANNEL,volume=FACTOR,from_month=M' (e.g. "
@@ -67,6 +67,20 @@ def simulate(
             "(truth/lifetime.parquet), which `value accounts` is checked against.",
         ),
     ] = False,
+    duplicate_leads: Annotated[
+        float,
+        typer.Option(
+            "--duplicate-leads",
+            min=0.0,
+            max=0.5,
+            metavar="RATE",
+            help="Give every lead an identity (names, e-mail, phone, company) and plant another "
+            "record of RATE of them (typos, swapped names, a personal e-mail, another source, "
+            "part of their touches), with the truth of which records are one person "
+            "(truth/duplicate_leads.parquet), for `dedupe leads`. 0: none, and the same seed "
+            "gives the same bytes.",
+        ),
+    ] = 0.0,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -79,7 +93,13 @@ def simulate(
     if export_format not in ("contract", "salesforce", "hubspot"):
         raise fail(f"--format {format_}: use contract, salesforce or hubspot")
     try:
-        config = SimulationConfig(seed=seed, accounts=accounts, leads=leads, months=months)
+        config = SimulationConfig(
+            seed=seed,
+            accounts=accounts,
+            leads=leads,
+            months=months,
+            duplicate_leads=duplicate_leads,
+        )
     except ValueError as err:
         raise fail(str(err)) from None
     if drift:

@@ -357,8 +357,8 @@ def test_write_back_renames_both_files_only_once_both_are_written(
     # Then only open and live rows are written, scores as whole points, trends blank when absent
     assert previous["leads.csv"].decode().splitlines() == [
         "lead_id," + ",".join(LEAD_FIELDS),
-        "L1,71,A,+ Viewed pricing,improving,6",
-        "L2,,,Not scored (stale): old,,",
+        "L1,71,A,+ Viewed pricing,improving,6,",
+        "L2,,,Not scored (stale): old,,,",
     ]
     assert previous["accounts.csv"].decode().splitlines()[1:] == [
         "A1,12,low,1234.5,+ Logins down,,,"

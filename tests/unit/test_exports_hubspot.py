@@ -360,3 +360,24 @@ def test_close_date_of_today_is_never_after_now(tmp_path: Path):
 
     assert closed <= pd.Timestamp.now(tz="UTC")
     assert closed.strftime("%Y-%m-%d") == today
+
+
+def test_a_contacts_name_company_and_phone_are_imported_for_finding_duplicates(
+    broken: Path, raw_dir: Path
+):
+    # Given contacts with HubSpot's name, company and phone properties
+    path = broken / "contacts.csv"
+    contacts = pd.read_csv(path, dtype=str, keep_default_na=False)
+    contacts["First Name"] = "Ann"
+    contacts["Last Name"] = "Lee"
+    contacts["Company Name"] = "Apex"
+    contacts["Phone Number"] = "415.555.0100"
+    contacts.to_csv(path, index=False)
+
+    # When imported under the default privacy setting
+    import_mapped(map_hubspot(broken), raw_dir)
+
+    # Then names and company are text and the phone only its hash
+    leads = pd.read_parquet(raw_dir / "leads.parquet")
+    assert set(leads["first_name"]) == {"Ann"} and set(leads["company_name"]) == {"Apex"}
+    assert set(leads["phone_hash"]) == {hashlib.sha256(b"4155550100").hexdigest()}

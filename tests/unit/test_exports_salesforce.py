@@ -3,6 +3,7 @@ same, and a bad export is refused naming the file, row and field, with nothing w
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -247,3 +248,28 @@ def test_a_responded_campaign_member_without_a_touch_becomes_one(export):
     assert added["interaction_id"] == member["Id"] and added["type"] == "form_submit"
     assert added["campaign_id"] == member["CampaignId"]
     assert str(added["occurred_at"].date()) >= member["FirstRespondedDate"]
+
+
+@pytest.mark.parametrize(("mode", "first"), [("names", "Katherine"), ("phonetic", "K0RN")])
+def test_a_leads_identity_is_imported_as_the_privacy_setting_keeps_it(
+    export, tmp_path, mode, first
+):
+    # given a Lead with a name, company and phone
+    def identity(frame: pd.DataFrame) -> None:
+        frame.loc[0, ["FirstName", "LastName", "Company"]] = ["Katherine", "Smith", "Apex Inc."]
+        frame["Phone"] = ""
+        frame.loc[0, "Phone"] = "+1 (415) 555-0100"
+
+    _edit(export, "Lead.csv", identity)
+
+    # when imported under the privacy setting
+    raw = tmp_path / "raw"
+    import_mapped(map_salesforce(export), raw, pd.Timestamp("2030-01-01", tz="UTC"), mode)
+
+    # then the name is text or its phonetic code, the phone only its hash
+    leads = pd.read_parquet(raw / "leads.parquet")
+    row = leads.iloc[0]
+    assert (row["first_name"], row["company_name"]) == (first, "Apex Inc.")
+    assert row["phone_hash"] == hashlib.sha256(b"4155550100").hexdigest()
+    assert leads["phone_hash"].iloc[1:].isna().all()
+    assert "Phone" not in leads.columns and "phone" not in leads.columns
