@@ -9,6 +9,8 @@ What a lead is erased from:
   the contract allows);
 - **feature tables** (``<data_dir>/features/*.parquet``): its snapshots, labels and lifecycle row;
 - **simulator truth** (``<data_dir>/truth/*.parquet``, demo data only): its true probabilities;
+- **duplicate leads** (``<data_dir>/dedupe/*.parquet``, ``crm-intel dedupe leads``): its row,
+  and the rows of its duplicates that name it as their surviving record;
 - **the online store**: its rows in every view keyed by ``lead_id``, deleted in place from the
   current generation in one transaction, with the store's locking (see :func:`_delete_online`);
 - **the score log**: every logged score.
@@ -55,7 +57,10 @@ ENTITIES: dict[str, str] = {"lead": LEAD_KEY, "account": ACCOUNT_KEY}
 UNLINKED: dict[str, str] = {"opportunities": LEAD_KEY}
 # folders of a data directory that may hold Parquet files naming an entity, in the order they
 # are rewritten (raw last, so that an interrupted erasure can be run again)
-FOLDERS: tuple[str, ...] = ("features", "truth", "raw")
+FOLDERS: tuple[str, ...] = ("features", "truth", "dedupe", "raw")
+# other columns that name an entity: a row naming the erased one there goes too (a duplicate
+# lead's row naming the erased lead as its survivor; the next `dedupe leads` finds it anew)
+ALSO_NAMING: dict[str, str] = {"survivor_lead_id": LEAD_KEY}
 LAST_RAW: tuple[str, ...] = ("leads", "accounts")  # rewritten after every other table
 ONLINE_BUSY_TIMEOUT_S = 120.0  # a materialisation holds the store's write lock while it builds
 SQL_CHUNK = 500  # ids per statement, far under SQLite's variable limit
@@ -163,6 +168,9 @@ def _masks(table: pa.Table, who: Targets, unlink: str | None) -> tuple[pa.Array,
         else false
         for key in ENTITIES.values()
     }
+    for column, key in ALSO_NAMING.items():
+        if column in table.column_names and who.ids(key):
+            hits[key] = pc.or_(hits[key], _matches(table[column], who.ids(key)))
     if unlink is None:
         return pc.or_(hits[LEAD_KEY], hits[ACCOUNT_KEY]), false
     owner = ACCOUNT_KEY if unlink == LEAD_KEY else LEAD_KEY
@@ -193,7 +201,7 @@ def _plan_parquet(settings: Settings, who: Targets) -> list[_ParquetEdit]:
         keys = [k for k in ENTITIES.values() if k in names]
         if not keys:
             continue
-        table = pq.read_table(path, columns=keys)
+        table = pq.read_table(path, columns=[*keys, *(c for c in ALSO_NAMING if c in names)])
         delete, clear = _masks(table, who, unlink if unlink in keys else None)
         edits.append(
             _ParquetEdit(

@@ -14,6 +14,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -107,7 +108,7 @@ def _holders(settings: Settings, ids: set[str]) -> list[str]:
     audit event, and the bytes of the SQLite files (deleted rows must not linger in free pages
     or in the write-ahead log)."""
     found = []
-    for folder in ("raw", "features", "truth"):
+    for folder in ("raw", "features", "truth", "dedupe"):
         for path in sorted((settings.data_dir / folder).glob("*.parquet")):
             table = pq.read_table(path)
             for name in table.column_names:
@@ -178,11 +179,24 @@ def test_erase_lead_through_the_cli_leaves_it_nowhere_and_scoring_and_training_s
     batch_rows = int(((frame["lead_id"] == lead) & (frame["status"] == "scored")).sum())
     engine = open_log(settings.score_log_url())
     score_log.append(engine, _logged([lead], "lead"))
+    # and `dedupe leads` output naming it: its own row, a duplicate of it, another cluster
+    dedupe = settings.duplicate_leads_path
+    dedupe.parent.mkdir(parents=True, exist_ok=True)
+    other, duplicate = open_leads[0], open_leads[1]
+    pd.DataFrame(
+        {
+            "lead_id": [lead, duplicate, other],
+            "cluster_id": ["c1", "c1", "c2"],
+            "survivor_lead_id": [lead, lead, other],
+            "match_probability": [1.0, 0.97, 1.0],
+        }
+    ).to_parquet(dedupe, index=False)
     before = _holders(settings, {lead})
     assert {"raw/leads.lead_id", "raw/interactions.lead_id", "raw/opportunities.lead_id"} <= set(
         before
     )
     assert {"features/lead_features.lead_id", "score_log", "bytes:online.db"} <= set(before)
+    assert {"dedupe/leads.lead_id", "dedupe/leads.survivor_lead_id"} <= set(before)
     assert [p for p in before if p.startswith("online/")]  # the test has teeth
     snapshots = _count(
         pq.read_table(settings.features_dir / "lead_features.parquet"), "lead_id", {lead}
@@ -206,6 +220,8 @@ def test_erase_lead_through_the_cli_leaves_it_nowhere_and_scoring_and_training_s
     assert removed["online/lead_features"] == removed["online/lead_status"] == 1
     assert removed["score_log/lead"] == 2 + batch_rows
     assert removed["raw/accounts"] == removed["features/account_features"] == 0
+    assert removed["dedupe/leads"] == 2  # its row and its duplicate's, naming it as survivor
+    assert pd.read_parquet(dedupe)["lead_id"].tolist() == [other]
     assert _holders(settings, {lead}) == []
     read = online_reader(settings).rows("lead", [lead], status=True)[0]
     assert read["found"] is False and read["lifecycle"] is None
