@@ -121,19 +121,25 @@ def sorted_snapshots(
     return frame, pd.to_datetime(frame[TIMESTAMP], utc=True), frame[LABEL].to_numpy(dtype=int)
 
 
+def check_segment_column(X: pd.DataFrame, segment_by: str) -> None:
+    """Raise ValueError unless ``segment_by`` is a categorical feature of ``X`` (the feature
+    columns), naming the ones that are."""
+    if segment_by in X.columns and categorical_levels(X[[segment_by]]):
+        return
+    choices = list(categorical_levels(X.head(1)))  # categorical by dtype: one row tells
+    raise ValueError(
+        f"segment column {segment_by!r} is not a categorical feature of this model; "
+        f"choose one of: {', '.join(sorted(choices)) or 'none'}"
+    )
+
+
 def segment_keys(X: pd.DataFrame, segment_by: str) -> np.ndarray:
     """Each row's segment (its value of ``segment_by``; None when missing).
 
     Raises:
         ValueError: ``segment_by`` is not a categorical feature of ``X``.
     """
-    levels = categorical_levels(X)
-    if segment_by not in levels:
-        choices = ", ".join(sorted(levels)) or "none"
-        raise ValueError(
-            f"segment column {segment_by!r} is not a categorical feature of this model; "
-            f"choose one of: {choices}"
-        )
+    check_segment_column(X, segment_by)
     return np.asarray([segment_key(v) for v in X[segment_by].tolist()], dtype=object)
 
 

@@ -178,7 +178,7 @@ def _run(
             }
         else:
             result = _native(settings, spec, seed, segment_by)
-            extra = {}
+            extra = {"segments": result.segments} if result.segments else {}
     except NotEnoughData as err:
         raise fail(str(err)) from None
     except (ValueError, FileNotFoundError) as err:
@@ -233,6 +233,14 @@ def _native(settings: Any, spec: Any, seed: int, segment_by: str | None = None) 
             frame = training_set(settings, spec.name)
         except Exception as err:  # noqa: BLE001 - the store reports why it is not ready
             raise fail(f"no training set for {spec.name}: {err}") from None
+    if segment_by:
+        from training.pipeline import feature_columns
+        from training.segment_backtest import check_segment_column
+
+        try:
+            check_segment_column(frame[feature_columns(frame, spec.entity_key)], segment_by)
+        except ValueError as err:
+            raise fail(f"--segment-by {segment_by}: {err}") from None
     from simulator.truth import read_probability_truth
 
     truth = read_probability_truth(settings.truth_dir, spec.truth_table)
@@ -307,10 +315,11 @@ def _print_segments(segments: dict[str, Any]) -> None:
     table = Table(
         title=f"Segment models by {segments['segment_by']} · decided as of {segments['cutoff']}"
     )
-    for what in ("segment", "rows", "positives", "log loss global", "log loss segment"):
-        table.add_column(what, justify="left" if what == "segment" else "right")
-    for what in ("ROC AUC global", "ROC AUC segment", "kept"):
+    table.add_column("segment")
+    for what in ("rows", "positives", "log loss global", "log loss segment", "ROC AUC global"):
         table.add_column(what, justify="right")
+    table.add_column("ROC AUC segment", justify="right")
+    table.add_column("verdict")
     for d in segments["decisions"]:
         table.add_row(
             str(d["segment"]),
@@ -320,9 +329,14 @@ def _print_segments(segments: dict[str, Any]) -> None:
             _figure(d["segment_log_loss"]),
             _figure(d["global_roc_auc"]),
             _figure(d["segment_roc_auc"]),
-            "[green]kept[/]" if d["kept"] else "dropped",
+            "[green]kept[/]" if d["kept"] else ("dropped" if d["folds"] else "too few"),
         )
     console.print(table)
+    console.print(
+        "rows and positives: labelled snapshots closed by the cutoff; log loss and ROC AUC: "
+        "means over the back-test's folds on the segment's rows",
+        soft_wrap=True,
+    )
     for d in segments["decisions"]:
         console.print(f"  {d['segment']}: {d['reason']}", soft_wrap=True, markup=False)
     console.print(f"[bold]protocol:[/] {segments['protocol']}", soft_wrap=True)
