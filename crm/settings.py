@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # `crm-intel train`: rolling cutoffs of the short back-test run before registering (0: none;
     # the held-out test, the gate and the registered figures do not depend on it)
     train_backtest_cutoffs: int = Field(default=3, ge=0)
+    # `crm-intel train lead`: a lead model per value of this categorical lead feature (source,
+    # country, account_region, ...) where the segment has enough data and a back-test before the
+    # test period says it beats the global model (training.segments); unset: the global model
+    # only (the back-test costs several fits per segment, and on the demo CRM keeps none)
+    lead_segment_by: str | None = None
     # attribution run: bootstrap replicates behind each credit share's 90 % interval (0: none)
     attribution_bootstrap: int = Field(default=20, ge=0)
     # an opportunity's journey for campaign influence: its account's touches (its leads' and

@@ -22,6 +22,7 @@ from scipy.special import expit
 
 from training.model import MISSING, CalibratedBoostingClassifier
 from training.scoring import grade_from_score, score_from_probability
+from training.segmented import SegmentedClassifier
 
 # Churn risk bands on the 1–99 score (the calibrated probability in percent).
 RISK_BANDS: tuple[tuple[str, int], ...] = (("high", 50), ("medium", 25), ("low", 1))
@@ -156,9 +157,25 @@ def _parts(contrib: np.ndarray, raw: np.ndarray, probability: np.ndarray) -> dic
     }
 
 
+def _routed(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]], n: int) -> dict[str, np.ndarray]:
+    """The parts of a segmented model's row groups put back in row order."""
+    out: dict[str, np.ndarray] = {}
+    for rows, part in parts:
+        for name, values in part.items():
+            if name not in out:
+                out[name] = np.empty((n, *values.shape[1:]), dtype=values.dtype)
+            out[name][rows] = values
+    return out
+
+
 def explain_frame(model: Any, features: pd.DataFrame) -> dict[str, np.ndarray]:
     """:func:`explain_matrix` for any family: trees through the encoded matrix, the logistic
-    model and the points score through their ``contributions`` and ``predict_proba``."""
+    model and the points score through their ``contributions`` and ``predict_proba``; a
+    segmented model explains each row with the model that scores it."""
+    if isinstance(model, SegmentedClassifier):
+        groups = model.route(model.segment_values(features))
+        parts = [(rows, explain_frame(part, features.iloc[rows])) for part, rows in groups]
+        return _routed(parts, len(features))
     if is_tree_model(model):
         return explain_matrix(model, encode(model, features))
     contrib = model.contributions(features).to_numpy(dtype=float)
@@ -168,6 +185,10 @@ def explain_frame(model: Any, features: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def explain_records(model: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """:func:`explain_frame` for feature dicts; trees skip pandas (the API's hot path)."""
+    if isinstance(model, SegmentedClassifier):
+        groups = model.route([record.get(model.segment_by) for record in records])
+        parts = [(rows, explain_records(part, [records[i] for i in rows])) for part, rows in groups]
+        return _routed(parts, len(records))
     if is_tree_model(model):
         return explain_matrix(model, encode_records(model, records))
     return explain_frame(model, records_frame(list(model.feature_names_in_), records))

@@ -38,8 +38,8 @@ class Calibrator:
     """A fitted monotone map from raw model probability to calibrated probability.
 
     ``isotonic`` keeps the step function as (thresholds, values), ``sigmoid`` keeps Platt's
-    ``(a, b)`` in ``p = 1 / (1 + exp(-(a * logit(raw) + b)))``. Plain numbers only, so the
-    calibrator is stored as JSON beside the model rather than pickled.
+    ``(a, b)`` in ``p = 1 / (1 + exp(-(a * logit(raw) + b)))`` with ``a >= 0``. Plain numbers
+    only, so the calibrator is stored as JSON beside the model rather than pickled.
     """
 
     method: str
@@ -91,7 +91,14 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
         )
     if method == "sigmoid":
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y)
-        return Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        a = float(lr.coef_[0, 0])
+        if a < 0:
+            # a falling map would turn the model's ranking upside down (seen on the few
+            # validation rows of small segments): the raw scores carry no usable sign there,
+            # so every row gets the validation rate
+            rate = float(np.clip(y.mean(), _EPS, 1 - _EPS))
+            return Calibrator("sigmoid", a=0.0, b=float(np.log(rate / (1 - rate))))
+        return Calibrator("sigmoid", a=a, b=float(lr.intercept_[0]))
     if method == "none":
         return Calibrator("none")
     raise ValueError(f"calibration must be isotonic, sigmoid, none or auto, got {method!r}")

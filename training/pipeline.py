@@ -113,6 +113,9 @@ class TrainingResult:
     # refits a registered champion's configuration (a candidate record) the way this model was
     # evaluated and returns its ROC AUC on the same rows (the promotion gate's comparison)
     reevaluate: Callable[[dict[str, Any]], float] | None = None
+    # segment models (training.segments): the column, each segment's back-test figures and
+    # verdict, and the test period's figures of the global, the combined and every segment model
+    segments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
@@ -143,7 +146,10 @@ class TrainingResult:
             out["data_verdict"] = self.verdict.get("level")
             out["data_verdict_text"] = self.verdict.get("text")
         out.update(self.metrics.get("model", {}))
-        for other in ("logistic", "rules", "oracle"):
+        if self.segments:
+            out["segment_by"] = self.segments["segment_by"]
+            out["segments_kept"] = ", ".join(self.segments["kept"]) or "none"
+        for other in ("global", "logistic", "rules", "oracle"):
             for k, v in self.metrics.get(other, {}).items():
                 out[f"{other}_{k}"] = v
             if other in self.metrics and other != "oracle" and "model" in self.metrics:

@@ -34,6 +34,7 @@ SKOPS_TRUSTED_TYPES = [
     "training.model.Calibrator",
     "training.linear.CalibratedLogisticClassifier",
     "training.baselines.RulePointsScore",
+    "training.segmented.SegmentedClassifier",
     "training.baselines.as_number",
     "training.baselines.as_text",
     "lightgbm.basic.Booster",

@@ -70,11 +70,16 @@ def monotone_directions(model_name: str, features: list[str]) -> dict[str, int]:
     return out
 
 
+def leaf_rows(train_rows: int) -> int:
+    """Least rows per leaf for trees fitted on ``train_rows``: 1 % of them, within 50–3,000."""
+    return int(np.clip(train_rows // 100, 50, 3000))
+
+
 def lightgbm_grid(train_rows: int) -> list[dict[str, Any]]:
     """Tree settings scaled by the training rows: shallow or deeper trees, both with leaves of at
     least 1 % of the rows (snapshots repeat each entity weekly, so the effective sample is far
     below the rows: measured on the simulator, smaller leaves never won on validation)."""
-    leaf = int(np.clip(train_rows // 100, 50, 3000))
+    leaf = leaf_rows(train_rows)
     base = {"learning_rate": 0.05, "colsample_bytree": 0.5, "reg_lambda": 10.0}
     return [{**base, "num_leaves": leaves, "min_child_samples": leaf} for leaves in (4, 12)]
 

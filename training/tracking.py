@@ -60,6 +60,9 @@ def version_tags(result: TrainingResult) -> dict[str, str]:
         tags["test_cutoff"] = result.window["cutoff"]
     if result.verdict:
         tags["data_verdict"] = str(result.verdict.get("level"))
+    if result.segments:
+        tags["segment_by"] = str(result.segments["segment_by"])
+        tags["segments_kept"] = ", ".join(result.segments["kept"]) or "none"
     for key, value in (result.backtest or {}).get("summary", {}).items():
         tags[f"backtest_{key}"] = f"{value:.6f}" if isinstance(value, float) else str(value)
     return tags
@@ -237,12 +240,15 @@ def log_training_run(
                         "selection": result.selection,
                         "data_verdict": result.verdict,
                         "backtest": result.backtest,
+                        "segments": result.segments,
                     },
                     indent=2,
                     default=str,
                 )
             )
             mlflow.log_artifact(str(out / "metrics.json"))
+        if result.segments:
+            log_segments(result.segments)
         example = _example(result)
         info = mlflow.sklearn.log_model(
             result.model,
@@ -303,6 +309,24 @@ def log_training_run(
         client.set_model_version_tag(result.model_name, version, "gate_reason", decision["reason"])
         record.update(model_version=version, decision=decision)
     return record
+
+
+def log_segments(segments: dict[str, Any]) -> None:
+    """The segment models' keep/drop table (back-test figures and verdict per segment) and the
+    test period's figures per segment, as MLflow tables beside the run's params."""
+    mlflow.log_params(
+        {
+            "segment_by": segments["segment_by"],
+            "segments_kept": ", ".join(segments["kept"]) or "none",
+            "segments_protocol": segments["protocol"],
+        }
+    )
+    mlflow.log_table(pd.DataFrame(segments["decisions"]), "segments/decisions.json")
+    mlflow.log_table(pd.DataFrame(segments["test"]), "segments/test_period.json")
+    for name, figures in segments["test_metrics"].items():
+        mlflow.log_metrics(
+            {f"segments_test_{name}_{k}": float(figures[k]) for k in ("roc_auc", "log_loss")}
+        )
 
 
 def log_backtest(result: Any, tracking_uri: str, run_name: str = "backtest") -> str:

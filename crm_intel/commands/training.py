@@ -89,6 +89,15 @@ RegisterOption = Annotated[
     typer.Option("--register/--no-register", help="Register the model and run the promotion gate."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed of every estimator.")]
+SegmentByOption = Annotated[
+    str | None,
+    typer.Option(
+        "--segment-by",
+        help="Also train a lead model per value of this categorical feature (e.g. source, "
+        "account_region), kept only for segments with enough data where a back-test before the "
+        "test period beats the global model; 'none' turns off CRM_INTEL_LEAD_SEGMENT_BY.",
+    ),
+]
 
 
 def _run(
@@ -106,6 +115,7 @@ def _run(
     name: str | None = None,
     grid: str = "full",
     time_limit: float = 600.0,  # training.tables.DEFAULT_TIME_LIMIT
+    segment_by: str | None = None,
 ) -> None:
     import dataclasses
 
@@ -119,6 +129,12 @@ def _run(
         raise fail(f"--name names a --table model; without --table this trains {model_name}")
     if grid not in ("full", "small"):
         raise fail(f"--grid {grid!r}: use full or small")
+    segment_by = segment_by or (
+        settings.lead_segment_by if model_name == "lead_conversion" else None
+    )
+    segment_by = None if segment_by in (None, "", "none") else segment_by
+    if segment_by and table is not None:
+        raise fail("--segment-by segments the lead model of the feature store; not with --table")
     try:
         if table is not None:
             from training.table import prepare_table, read_any
@@ -161,20 +177,23 @@ def _run(
                 "time_limit_seconds": time_limit,
             }
         else:
-            result = _native(settings, spec, seed)
-            extra = {}
+            result = _native(settings, spec, seed, segment_by)
+            extra = {"segments": result.segments} if result.segments else {}
     except NotEnoughData as err:
         raise fail(str(err)) from None
     except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     logging = "logging to MLflow" + (", registering and the promotion gate" if register else "")
     if table is None:
-        logging = f"step {NATIVE_STAGES}/{NATIVE_STAGES}: {logging}"
+        stages = native_stages(segment_by)
+        logging = f"step {stages}/{stages}: {logging}"
     with status(logging):
         record = log_training_run(
             result, settings.tracking_uri(), settings.promotion_margin, register=register
         )
     summary = result.summary()
+    if result.segments:
+        _print_segments(result.segments)
     _print_summary(result.metrics, summary, record)
     if json_:
         emit_json(
@@ -201,18 +220,27 @@ def protocol_for(settings: Any, model_name: str) -> Any:
     return Protocol(label_window_days=window)
 
 
-def _native(settings: Any, spec: Any, seed: int) -> Any:
+def _native(settings: Any, spec: Any, seed: int, segment_by: str | None = None) -> Any:
     from training.snapshots import train_time_split
 
     try:
         from features.training import training_set
     except ImportError as err:  # pragma: no cover - the feature store ships with the package
         raise fail(f"feature store unavailable: {err}") from None
-    with status(f"step 1/{NATIVE_STAGES}: loading the training set {spec.feature_service}"):
+    stages = native_stages(segment_by)
+    with status(f"step 1/{stages}: loading the training set {spec.feature_service}"):
         try:
             frame = training_set(settings, spec.name)
         except Exception as err:  # noqa: BLE001 - the store reports why it is not ready
             raise fail(f"no training set for {spec.name}: {err}") from None
+    if segment_by:
+        from training.pipeline import feature_columns
+        from training.segment_backtest import check_segment_column
+
+        try:
+            check_segment_column(frame[feature_columns(frame, spec.entity_key)], segment_by)
+        except ValueError as err:
+            raise fail(f"--segment-by {segment_by}: {err}") from None
     from simulator.truth import read_probability_truth
 
     truth = read_probability_truth(settings.truth_dir, spec.truth_table)
@@ -220,12 +248,23 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
     # one call of the training package selects the candidates, fits and calibrates the winner
     # and tests it on the held-out period; it reports no steps of its own
     with status(
-        f"step 2/{NATIVE_STAGES}: selecting, fitting, calibrating and testing candidates "
-        f"({protocol.name})"
+        f"step 2/{stages}: selecting, fitting, calibrating and testing candidates ({protocol.name})"
     ):
         result = train_time_split(frame, spec, protocol, truth=truth, random_state=seed)
+    if segment_by:
+        from training.segments import add_segment_models
+
+        with status(f"step 3/{stages}: segment models by {segment_by} (back-test)") as update:
+            try:
+                result = add_segment_models(
+                    result, frame, spec, protocol, segment_by, random_state=seed, progress=update
+                )
+            except ValueError as err:
+                raise fail(f"--segment-by {segment_by}: {err}") from None
     if result.metrics and settings.train_backtest_cutoffs:
-        _short_backtest(result, frame, spec, protocol, truth, seed, settings.train_backtest_cutoffs)
+        _short_backtest(
+            result, frame, spec, protocol, truth, seed, settings.train_backtest_cutoffs, stages
+        )
     elif result.metrics:
         result.notes.append("no short back-test: CRM_INTEL_TRAIN_BACKTEST_CUTOFFS is 0")
     return result
@@ -235,16 +274,28 @@ def _native(settings: Any, spec: Any, seed: int) -> Any:
 NATIVE_STAGES = 4
 
 
+def native_stages(segment_by: str | None) -> int:
+    """The native path's stages: one more when segment models are tried."""
+    return NATIVE_STAGES + (1 if segment_by else 0)
+
+
 def _short_backtest(
-    result: Any, frame: Any, spec: Any, protocol: Any, truth: Any, seed: int, cutoffs: int
+    result: Any,
+    frame: Any,
+    spec: Any,
+    protocol: Any,
+    truth: Any,
+    seed: int,
+    cutoffs: int,
+    stages: int = NATIVE_STAGES,
 ) -> None:
     """Back-test the winning configuration at a few earlier cutoffs before it is registered;
-    the registry tags carry the summary."""
+    the registry tags carry the summary (of the global configuration, segment models aside)."""
     from training.backtest import backtest
     from training.selection import candidate_from_record
 
     champion = candidate_from_record(result.candidate)
-    described = f"step 3/{NATIVE_STAGES}: short back-test"
+    described = f"step {stages - 1}/{stages}: short back-test"
     with progress(described, total=cutoffs) as advance:
         try:
             done = backtest(frame, spec, protocol, cutoffs, truth, seed, champion, advance)
@@ -252,6 +303,53 @@ def _short_backtest(
             result.notes.append(f"no short back-test: {err}")
             return
     result.backtest = {"summary": done.summary, "rows": done.rows.to_dict("records")}
+
+
+def _figure(value: Any, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _print_segments(segments: dict[str, Any]) -> None:
+    """The keep/drop table: per segment its data, the back-test figures of the global and the
+    segment model, and the verdict; then the test period's figures with and without them."""
+    table = Table(
+        title=f"Segment models by {segments['segment_by']} · decided as of {segments['cutoff']}"
+    )
+    table.add_column("segment")
+    for what in ("rows", "positives", "log loss global", "log loss segment", "ROC AUC global"):
+        table.add_column(what, justify="right")
+    table.add_column("ROC AUC segment", justify="right")
+    table.add_column("verdict")
+    for d in segments["decisions"]:
+        table.add_row(
+            str(d["segment"]),
+            f"{d['rows']:,}",
+            f"{d['positives']:,}",
+            _figure(d["global_log_loss"]),
+            _figure(d["segment_log_loss"]),
+            _figure(d["global_roc_auc"]),
+            _figure(d["segment_roc_auc"]),
+            "[green]kept[/]" if d["kept"] else ("dropped" if d["folds"] else "too few"),
+        )
+    console.print(table)
+    console.print(
+        "rows and positives: labelled snapshots closed by the cutoff; log loss and ROC AUC: "
+        "means over the back-test's folds on the segment's rows",
+        soft_wrap=True,
+    )
+    for d in segments["decisions"]:
+        console.print(f"  {d['segment']}: {d['reason']}", soft_wrap=True, markup=False)
+    console.print(f"[bold]protocol:[/] {segments['protocol']}", soft_wrap=True)
+    figures = segments["test_metrics"]
+    names = {
+        "global": "global model only",
+        "segmented": "with the kept segment models",
+        "every_eligible_segment": "with every segment model that had enough data",
+    }
+    console.print("test period (the snapshots after the cutoff):")
+    for key, label in names.items():
+        m = figures[key]
+        console.print(f"  {label}: ROC AUC {m['roc_auc']:.4f}, log loss {m['log_loss']:.4f}")
 
 
 def _print_summary(
@@ -318,6 +416,7 @@ def train_lead(
     time_limit: TimeLimitOption = 600.0,
     register: RegisterOption = True,
     seed: SeedOption = 0,
+    segment_by: SegmentByOption = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -338,6 +437,7 @@ def train_lead(
         name,
         grid,
         time_limit,
+        segment_by,
     )
 
 

@@ -177,6 +177,60 @@ def test_loader_returns_a_calibrated_model_with_its_booster_and_metadata(uri: st
     assert meta["tags"]["feature_service"] == "lead_conversion_v1"
 
 
+def test_a_segmented_model_is_registered_with_its_keep_drop_table_and_loads_as_one_model(
+    uri: str, tmp_path: Path
+) -> None:
+    from training.registry import client_for
+    from training.segmented import SegmentedClassifier
+
+    # given a global lead model and one for vice presidents, put together as one model (what
+    # training.segments registers when a segment model is kept)
+    frame = snapshots(7, informative=True)
+    result = _train(frame, "segmented_lead")
+    vp = _train(frame[frame["seniority"] == "vp"], "segmented_lead")
+    model = SegmentedClassifier("seniority", result.model, {"vp": vp.model}).fit()
+    decisions = [
+        {"segment": "vp", "rows": 2500, "kept": True, "reason": "kept: log loss -2.0%"},
+        {"segment": "manager", "rows": 2500, "kept": False, "reason": "dropped: log loss +1.0%"},
+    ]
+    figures = {"roc_auc": 0.7, "log_loss": 0.4}
+    segmented = dataclasses.replace(
+        result,
+        model=model,
+        segments={
+            "segment_by": "seniority",
+            "protocol": "segment_backtest(…)",
+            "cutoff": result.window["cutoff"],
+            "kept": ["vp"],
+            "decisions": decisions,
+            "folds": [],
+            "test": [{"segment": "vp", "test_rows": 500}],
+            "test_metrics": {"global": figures, "segmented": figures},
+        },
+    )
+    # when it is logged, registered and loaded as the service loads a champion
+    record = log_training_run(segmented, uri, MARGIN)
+    loaded, _, meta = load_champion("segmented_lead", uri)
+    # then it scores each row with its segment's model, as trained
+    rows = result.holdout[meta["feature_names"]]
+    assert loaded.predict_proba(rows)[:, 1] == pytest.approx(model.predict_proba(rows)[:, 1])
+    is_vp = (rows["seniority"] == "vp").to_numpy()
+    assert loaded.predict_proba(rows)[is_vp, 1] == pytest.approx(
+        vp.model.predict_proba(rows[is_vp])[:, 1]
+    )
+    assert meta["segment_by"] == "seniority" and list(meta["segments"]) == ["vp"]
+    assert meta["tags"]["segments_kept"] == "vp"
+    # and the run holds the keep/drop table as a table, the column and the kept segments
+    client = client_for(uri)
+    run = client.get_run(record["run_id"])
+    assert run.data.params["segment_by"] == "seniority"
+    assert run.data.params["segments_kept"] == "vp"
+    table = client.download_artifacts(record["run_id"], "segments/decisions.json", str(tmp_path))
+    logged = pd.read_json(Path(table), orient="split")
+    assert list(logged["segment"]) == ["vp", "manager"]
+    assert list(logged["kept"]) == [True, False]
+
+
 def test_loader_without_a_champion_says_so(uri: str) -> None:
     with pytest.raises(NoChampion, match="no champion for 'nobody_trained_this'"):
         load_champion("nobody_trained_this", uri)

@@ -139,3 +139,45 @@ def test_scrambling_every_outcome_after_the_cutoff_changes_no_trained_parameter(
     np.testing.assert_array_equal(model_a.predict_proba(X)[:, 1], model_b.predict_proba(X)[:, 1])
     parts = as_of_parts(ts, cutoff, protocol)
     assert not (parts.train & after).any() and not (parts.validation & after).any()
+
+
+def test_segment_models_are_kept_or_dropped_on_labels_closed_by_the_test_cutoff(
+    crm18: tuple[Path, dict[str, pd.DataFrame]],
+) -> None:
+    from training.segment_backtest import decide_segments
+
+    # given the lead snapshots by the account's region, and a copy whose labels that close after
+    # the test cutoff are shuffled
+    _, frames = crm18
+    spec = SPECS["lead_conversion"]
+    frame = frames["lead_conversion"]
+    protocol = Protocol()
+    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+    cutoff = cutoffs(ts, protocol, 1)[-1]
+    after = (ts + protocol.window > cutoff).to_numpy()
+    scrambled = frame.assign(
+        label=np.where(after, np.random.default_rng(1).integers(0, 2, len(frame)), frame["label"])
+    )
+    assert (scrambled["label"] != frame["label"]).sum() > 1000
+    shallow = next(
+        c
+        for c in candidates(100_000, spec.rules, list(frame.columns))
+        if c.name == "lightgbm_monotone" and c.params["num_leaves"] == 4
+    )
+    # when each region's model is back-tested against the global one as of the cutoff
+    decided = [
+        decide_segments(f, spec, protocol, cutoff, shallow, "account_region")
+        for f in (frame, scrambled)
+    ]
+    # then the decisions and every fold's figures are the same: no outcome after it was read
+    assert decided[0].decisions == decided[1].decisions
+    assert decided[0].folds == decided[1].folds
+    by = {d.segment: d for d in decided[0].decisions}
+    # North America (the largest) is back-tested on three folds, all scored before the cutoff
+    # minus a label window; the smallest region has too few conversions and is scored by the
+    # global model
+    assert by["NA"].folds == 3 and by["NA"].global_log_loss is not None
+    last_scored = pd.to_datetime([f["scored_to"] for f in decided[0].folds], utc=True)
+    assert len(set(last_scored)) == 3 and (last_scored + protocol.window <= cutoff).all()
+    assert by["LATAM"].folds == 0 and by["LATAM"].reason.startswith("too few")
+    assert not by["LATAM"].kept

@@ -124,6 +124,19 @@ def test_sigmoid_calibrator_recovers_a_known_platt_map() -> None:
     assert cal.b == pytest.approx(-1.0, abs=0.1)
 
 
+def test_sigmoid_calibrator_never_turns_a_ranking_upside_down() -> None:
+    # given validation rows on which higher raw scores go with fewer positives (a small,
+    # noisy validation part)
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0.02, 0.98, 2_000)
+    y = (rng.random(raw.size) < 1 - raw).astype(int)
+    # when a Platt map is fitted
+    cal = fit_calibrator(raw, y, "sigmoid")
+    # then it is flat at the validation rate instead of falling
+    assert cal.a == 0.0
+    assert cal(np.array([0.1, 0.9])) == pytest.approx([y.mean(), y.mean()])
+
+
 def test_auto_calibration_picks_the_lower_cross_fitted_log_loss() -> None:
     # given raw scores whose true map is a step (isotonic can fit it, a sigmoid cannot)
     rng = np.random.default_rng(2)
