@@ -13,15 +13,17 @@ value a serialised ``ValueProto``) and a ``_ts:<view>`` field (a serialised prot
 
 Why a class of our own and not Feast's ``RedisOnlineStore`` (measured, ``make bench-online``):
 
-- **Writes.** Feast's ``online_write_batch`` builds a ``ValueProto`` per value in Python and first
-  reads every entity's timestamp back. :meth:`CrmRedisOnlineStore.write_generation` encodes a
-  view's values column-wise in numpy (:mod:`features.online_layout`, as the SQLite bulk writer
-  does) and sends one ``HSET`` per entity, holding all the entity's views of the run, in pipelined
-  batches: an entity's features and lifecycle always change together.
-- **Reads.** Feast reads each view with its own pipeline and hashes every feature name on every
-  read. :meth:`CrmRedisOnlineStore.online_read_views` reads all the views of a key with one
-  ``HMGET`` (field names hashed once per view), for all the keys in one pipeline, i.e. one round
-  trip per request.
+- **Writes.** Feast's ``online_write_batch`` builds a ``ValueProto`` per value in Python, packs
+  every command argument by argument and (unless ``skip_dedup``) first reads every entity's
+  timestamp back.
+  :meth:`CrmRedisOnlineStore.write_generation` encodes a view's values column-wise in numpy
+  straight into Redis's wire protocol (:mod:`features.redis_layout`) and sends one ``HSET`` per
+  entity, holding all the entity's views of the run, in batches on two connections at once:
+  an entity's features and lifecycle always change together.
+- **Reads.** Feast's ``online_read`` takes one view per call (a round trip each) and hashes
+  every feature name on every read. :meth:`CrmRedisOnlineStore.online_read_views` reads all
+  the views of a key with one ``HMGET`` (field names hashed once per view), for all the keys in
+  one pipeline: one round trip per request.
 - **Failures.** Short socket timeouts and no client-side retries: an unreachable server is an
   :class:`OnlineStoreUnreachableError` at once (the service answers 503), and the connection
   pool reconnects by itself on the next read once the server is back.
@@ -37,7 +39,6 @@ longer in the tables lose the run's views at the end. Readers never wait.
 from __future__ import annotations
 
 import re
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +46,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import mmh3
-import numpy as np
 import pyarrow as pa
 import redis
 from feast import Entity, FeatureView
@@ -61,8 +60,15 @@ from pydantic import Field, StrictInt, StrictStr, field_validator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from features.online_layout import bulk_layout, entity_keys, float32_slots, string_values
+from features.online_layout import bulk_layout, entity_keys
 from features.online_store import FeatureStoreNotReadyError
+from features.redis_layout import (
+    command,
+    field_name,
+    hset_command,
+    timestamp_field,
+    view_segments,
+)
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TIMEOUT_MS = 250
@@ -102,17 +108,6 @@ class CrmRedisOnlineStoreConfig(FeastConfigBaseModel):
                 "CRM_INTEL_REDIS_URL=redis://127.0.0.1:6379/0) before running feast"
             )
         return url
-
-
-def field_name(view_name: str, feature: str) -> bytes:
-    """The hash field of a feature, as Feast's Redis store names it: the unsigned murmur3 hash
-    of ``"<view>:<feature>"``, 4 bytes little-endian."""
-    return struct.pack("<I", mmh3.hash(f"{view_name}:{feature}", signed=False))
-
-
-def timestamp_field(view_name: str) -> bytes:
-    """The hash field holding a view's event timestamp (a serialised protobuf ``Timestamp``)."""
-    return f"_ts:{view_name}".encode()
 
 
 def marker_key(config: RepoConfig) -> bytes:
@@ -242,16 +237,18 @@ class CrmRedisOnlineStore(OnlineStore):
         try:
             client.ping()  # before any work: the common failure, said at once
             for join_key, group in by_key.items():
-                hashes: dict[bytes, list[bytes]] = {}
-                for view in group:
+                # hash key → (the view's place in the group, its field count, its encoded pairs)
+                parts: dict[bytes, list[tuple[int, int, bytes]]] = {}
+                for at, view in enumerate(group):
                     table = rows(view)
                     keys = self.redis_keys(config, join_key, table[join_key].to_pylist())
-                    for key, fields in zip(keys, self._encoded(config, view, table), strict=True):
-                        hashes.setdefault(key, []).extend(fields)
+                    fields, segments = view_segments(view_name(config, view), view, table)
+                    for key, segment in zip(keys, segments, strict=True):
+                        parts.setdefault(key, []).append((at, fields, segment))
                     written[view.name] = table.num_rows
+                self._write_hashes(client, config, group, parts)
                 every = [f for view in group for f in self._view_fields(config, view)]
-                self._write_hashes(client, config, hashes, every)
-                self._drop_fields(client, config, join_key, set(hashes), every)
+                self._drop_fields(client, config, join_key, set(parts), every)
                 self.mark_materialized(config, group, now)
         except redis.RedisError as err:
             raise self._unreachable(config, err) from None
@@ -267,52 +264,47 @@ class CrmRedisOnlineStore(OnlineStore):
         name = view_name(config, view)
         return [*(field_name(name, f.name) for f in view.features), timestamp_field(name)]
 
-    def _encoded(self, config: RepoConfig, view: FeatureView, table: pa.Table) -> list[list[Any]]:
-        """Per row of ``table``: the view's fields and values, alternating, as ``HSET`` takes
-        them (numeric values packed column-wise, a null as an empty ``ValueProto``)."""
-        _, numeric, categorical = bulk_layout(view)
-        n, name = table.num_rows, view_name(config, view)
-        names = [field_name(name, f) for f in (*numeric, *categorical)] + [timestamp_field(name)]
-        cells = np.empty((n, 2 * len(names)), dtype=object)
-        cells[:, 0::2] = np.array(names, dtype=object)
-        if numeric:
-            block = np.column_stack([table[f].to_numpy().astype(np.float32) for f in numeric])
-            values = float32_slots(block).view("V5").astype(object)
-            values[np.isnan(block)] = b""
-            cells[:, 1 : 2 * len(numeric) : 2] = values
-        for j, feature in enumerate(categorical):
-            cells[:, 2 * (len(numeric) + j) + 1] = string_values(table[feature])[0]
-        stamps = table["event_timestamp"].cast(pa.int64()).to_numpy()
-        cells[:, -1] = _timestamps(stamps)
-        result: list[list[Any]] = cells.tolist()
-        return result
-
     def _write_hashes(
         self,
         client: redis.Redis,
         config: RepoConfig,
-        hashes: dict[bytes, list[bytes]],
-        every: list[bytes],
+        group: Sequence[FeatureView],
+        parts: dict[bytes, list[tuple[int, int, bytes]]],
     ) -> None:
-        """One ``HSET`` per entity in pipelined batches; an entity without some of the views
+        """One ``HSET`` per entity, holding all its views of the run, sent in batches of
+        pre-encoded commands (:mod:`features.redis_layout`); an entity missing some of the views
         loses their old fields first (``HDEL``), so no view of an earlier run lingers."""
+        fields = [self._view_fields(config, view) for view in group]
+        commands: list[bytes] = []
+        for key, views in parts.items():
+            if len(views) < len(group):
+                there = {at for at, _, _ in views}
+                gone = [f for at, names in enumerate(fields) if at not in there for f in names]
+                commands.append(command(b"HDEL", key, *gone))
+            commands.append(
+                hset_command(key, sum(n for _, n, _ in views), [s for _, _, s in views])
+            )
         size = config.online_store.batch_entities
-        items = list(hashes.items())
+        pool = client.connection_pool
 
         def send(start: int) -> None:
-            with client.pipeline(transaction=False) as pipe:
-                for key, fields in items[start : start + size]:
-                    if len(fields) < 2 * len(every):
-                        gone = set(every) - set(fields[0::2])
-                        pipe.execute_command("HDEL", key, *gone)
-                    pipe.execute_command("HSET", key, *fields)
-                pipe.execute()
+            batch = commands[start : start + size]
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([b"".join(batch)])
+                for _ in batch:
+                    connection.read_response()
+            except BaseException:
+                connection.disconnect()  # replies may be left unread: never reuse it
+                raise
+            finally:
+                pool.release(connection)
 
         # Batches on WRITERS connections at once: one thread encodes and sends a batch while
         # another waits on the server's replies (the socket wait releases the GIL), so the
-        # client's packing and the server's work overlap.
-        with ThreadPoolExecutor(WRITERS) as pool:
-            for _ in pool.map(send, range(0, len(items), size)):
+        # client's work and the server's overlap.
+        with ThreadPoolExecutor(WRITERS) as threads:
+            for _ in threads.map(send, range(0, len(commands), size)):
                 pass
 
     def _drop_fields(
@@ -357,6 +349,34 @@ class CrmRedisOnlineStore(OnlineStore):
                 self.client(config).hset(marker_key(config), mapping=mapping)  # type: ignore[arg-type]
             except redis.RedisError as err:
                 raise self._unreachable(config, err) from None
+
+    # ----------------------------------------------------------------------------- erasure
+
+    def count_holding(self, config: RepoConfig, view: FeatureView, keys: Sequence[bytes]) -> int:
+        """How many of the hashes ``keys`` (:meth:`redis_keys`) hold a row of ``view``."""
+        field = timestamp_field(view_name(config, view))
+        try:
+            with self.client(config).pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hexists(key, field)  # type: ignore[arg-type]
+                return sum(1 for held in pipe.execute() if held)
+        except redis.RedisError as err:
+            raise self._unreachable(config, err) from None
+
+    def delete_rows(
+        self, config: RepoConfig, rows: Sequence[tuple[FeatureView, Sequence[bytes]]]
+    ) -> None:
+        """Delete the rows of the hashes ``keys`` from each ``view``, all in one transaction
+        (``MULTI``/``EXEC``: no reader sees part of it); a hash left empty disappears."""
+        try:
+            with self.client(config).pipeline(transaction=True) as pipe:
+                for view, keys in rows:
+                    fields = self._view_fields(config, view)
+                    for key in keys:
+                        pipe.hdel(key, *fields)  # type: ignore[arg-type]
+                pipe.execute()
+        except redis.RedisError as err:
+            raise self._unreachable(config, err) from None
 
     # ------------------------------------------------------------------- Feast's interface
 
@@ -536,21 +556,6 @@ class CrmRedisOnlineStore(OnlineStore):
         except redis.RedisError as err:
             raise self._unreachable(config, err) from None
         self.disconnect()
-
-
-def _timestamps(nanoseconds: np.ndarray) -> list[bytes]:
-    """Serialised protobuf ``Timestamp`` per epoch-nanosecond value (each distinct value
-    encoded once: a table holds a few snapshot times)."""
-    encoded: dict[int, bytes] = {}
-    out = []
-    for ns in nanoseconds.tolist():
-        blob = encoded.get(ns)
-        if blob is None:
-            stamp = Timestamp()
-            stamp.FromNanoseconds(ns)
-            blob = encoded[ns] = stamp.SerializeToString()
-        out.append(blob)
-    return out
 
 
 def _batches(keys: Iterable[bytes], size: int) -> Iterator[list[bytes]]:

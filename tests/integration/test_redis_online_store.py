@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from redis_server import RedisServer, redis_or_skip
 
 from crm.settings import Settings
 from crm_intel.demo import Deployment, LiveServer
+from crm_intel.erasure import erase
 from features.redis_store import CrmRedisOnlineStore, field_name
 from features.store import (
     FeatureStoreNotReadyError,
@@ -140,25 +142,29 @@ def test_materialise_again_drops_what_left_the_tables_and_an_empty_server_is_not
     views = [store.get_feature_view("lead_features"), store.get_feature_view("lead_status")]
     every = latest_rows(shared.data_dir / "features" / "lead_features.parquet", "lead_id")
     ids = sorted(every["lead_id"].to_pylist())
-    gone, kept = ids[:5], ids[5:10]
+    gone, featureless, kept = ids[:5], ids[5:8], ids[8:13]
     reader = OnlineReader(store)
-    assert all(r["found"] for r in reader.rows("lead", gone + kept))
+    assert all(r["found"] for r in reader.rows("lead", gone + featureless + kept))
 
-    # When a run's tables no longer hold five leads (features and lifecycle)
+    # When a run's tables no longer hold five leads (features and lifecycle), and three more
+    # have a lifecycle row but no feature row
     def without_gone(view: Any) -> Any:
         table = latest_rows(shared.data_dir / "features" / f"{view.name}.parquet", "lead_id")
+        dropped = gone + featureless if view.name == "lead_features" else gone
         return table.filter(
-            pc.invert(pc.is_in(table["lead_id"], value_set=pc.cast(gone, "string")))
+            pc.invert(pc.is_in(table["lead_id"], value_set=pc.cast(dropped, "string")))
         )
 
     writer = online_store_for(store.config)
     assert isinstance(writer, CrmRedisOnlineStore)
     written = writer.write_generation(store.config, views, without_gone)
-    # Then those five are unknown, features and lifecycle, and the others still served
-    assert written["lead_features"] == len(ids) - 5
-    rows = reader.rows("lead", gone + kept, status=True)
-    assert [r["found"] for r in rows] == [False] * 5 + [True] * 5
-    assert [r["lifecycle"] is None for r in rows] == [True] * 5 + [False] * 5
+    # Then those five are unknown, features and lifecycle; the three have only their lifecycle;
+    # the others are still served
+    assert written["lead_features"] == len(ids) - 8
+    rows = reader.rows("lead", gone + featureless + kept, status=True)
+    assert [r["found"] for r in rows] == [False] * 8 + [True] * 5
+    assert [r["lifecycle"] is None for r in rows] == [True] * 5 + [False] * 8
+    assert all(r["touches_90d"] is None for r in rows[5:8])
     client = redis.Redis.from_url(url)
     hashed = field_name("lead_features", "touches_90d")  # Feast's field naming
     assert client.hget(writer.redis_keys(store.config, "lead_id", kept[:1])[0], hashed)
@@ -283,3 +289,35 @@ def test_two_replicas_answer_alike_and_ride_out_a_redis_outage(
             assert _until(lambda h=http: h.get("/readyz").status_code == 200)
         after = [_answers(http, leads, accounts) for http in replicas]
         assert _scores(after[0]) == _scores(after[1]) == _scores(before[0])
+
+
+def test_erasure_removes_the_lead_from_redis_in_every_view(
+    shared: Deployment, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Given a data directory of its own, materialised into a Redis database of its own
+    data_dir = tmp_path / "data"
+    shutil.copytree(shared.data_dir, data_dir)
+    url = redis_server.url.rsplit("/", 1)[0] + "/4"
+    settings = Settings(
+        data_dir=data_dir,
+        online_store="redis",
+        redis_url=url,
+        database_url=f"sqlite:///{tmp_path / 'log.db'}",
+    )
+    materialize(settings)
+    lead, neighbour = _ids(settings, "lead", 2)
+    reader = OnlineReader(feature_store(settings))
+    assert all(r["found"] and r["lifecycle"] for r in reader.rows("lead", [lead, neighbour], True))
+    # When the lead is erased
+    removed = erase(settings, "lead", lead, actor="test")
+    # Then its features and lifecycle are gone from the server (its hash with them), and its
+    # neighbour is still served
+    assert removed["online/lead_features"] == removed["online/lead_status"] == 1
+    gone, kept = reader.rows("lead", [lead, neighbour], status=True)
+    assert not gone["found"] and gone["lifecycle"] is None
+    assert kept["found"] and kept["lifecycle"]
+    store = online_store_for(reader.store.config)
+    assert isinstance(store, CrmRedisOnlineStore)
+    client = redis.Redis.from_url(url)
+    assert not client.exists(*store.redis_keys(reader.store.config, "lead_id", [lead]))
+    client.close()
