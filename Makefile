@@ -84,6 +84,9 @@ bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, p
 bench-features: $(STAMP) ## Benchmark: feature build, training set, materialize, online read (vs Feast)
 	$(BIN)/python benchmarks/features.py
 
+bench-online: $(STAMP) ## Benchmark: materialise 100k leads x 64 features and read one lead, SQLite vs Redis (needs redis-server)
+	$(BIN)/python benchmarks/online_store.py
+
 bench-train: $(STAMP) ## Benchmark: train on 1M lead snapshots (vs sklearn HistGradientBoosting)
 	$(BIN)/python benchmarks/train.py
 
@@ -106,9 +109,9 @@ bench-serve: $(STAMP) ## Benchmark: scoring API latency/throughput (vs mlflow mo
 bench-dedupe: $(STAMP) ## Benchmark: duplicate leads in 1M lead records with Splink on DuckDB (time, memory, precision/recall)
 	$(BIN)/python benchmarks/dedupe.py
 
-bench: bench-simulate bench-features bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe ## Run every benchmark (writes benchmarks/results/*.json)
+bench: bench-simulate bench-features bench-online bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe ## Run every benchmark (writes benchmarks/results/*.json)
 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-train bench-attribution bench-pages bench-serve bench-dedupe clean
+.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-online bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe clean

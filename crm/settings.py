@@ -95,7 +95,14 @@ class Settings(BaseSettings):
     request_log: bool = True
     serve_metrics: bool = True  # Prometheus /metrics (needs a key with the ``metrics`` scope)
     model_refresh_seconds: float = 10.0  # how often the service checks the champion aliases
-    online_store_timeout_ms: int = 250  # wait on a locked online store before answering 503
+    # how long a read waits on the online store (a locked SQLite file, a silent Redis server)
+    # before the service answers 503
+    online_store_timeout_ms: int = 250
+    # The online store (features.store.repo_config): "sqlite", the embedded file under the data
+    # directory, or "redis", a Redis server that several service replicas share, at redis_url
+    # (redis://[:password@]host:port/db; never logged)
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     score_reasons: int = 3  # top reasons per score
     crm_field_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CRM_FIELDS))
     # The score log (serving.score_log): a SQLAlchemy URL, e.g. postgresql+psycopg://…; unset:

@@ -12,7 +12,8 @@ What a lead is erased from:
 - **duplicate leads** (``<data_dir>/dedupe/*.parquet``, ``crm-intel dedupe leads``): its row,
   and the rows of its duplicates that name it as their surviving record;
 - **the online store**: its rows in every view keyed by ``lead_id``, deleted in place from the
-  current generation in one transaction, with the store's locking (see :func:`_delete_online`);
+  current generation in one transaction, with the store's locking (see :func:`_delete_online`),
+  or, with the Redis online store, from its hashes in one ``MULTI``/``EXEC`` transaction;
 - **the score log**: every logged score.
 
 An account is erased with every lead of the account and everything that names either: its
@@ -39,6 +40,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +50,9 @@ from sqlalchemy.engine import Engine
 
 from crm.io import atomic_file
 from crm.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 LEAD_KEY = "lead_id"
 ACCOUNT_KEY = "account_id"
@@ -103,7 +108,7 @@ class _OnlineTable:
 @dataclass
 class _Plan:
     parquet: list[_ParquetEdit] = field(default_factory=list)
-    online_path: Path | None = None
+    online_store: str | None = None  # the SQLite file or the Redis server; None: no store
     online: list[_OnlineTable] = field(default_factory=list)
     log_url: str | None = None
     log_rows: dict[str, int] = field(default_factory=dict)  # entity → rows
@@ -242,9 +247,10 @@ def _rewrite(edit: _ParquetEdit, who: Targets) -> None:
 # ------------------------------------------------------------------------------- online store
 
 
-def _online_plan(settings: Settings, who: Targets) -> tuple[Path | None, list[_OnlineTable]]:
-    """The online store's file and, per view keyed by lead or account, the entity's serialised
-    keys and how many of them it holds (read-only; nothing is created when there is no store)."""
+def _online_plan(settings: Settings, who: Targets) -> tuple[str | None, list[_OnlineTable]]:
+    """The online store (its file, or its Redis server) and, per view keyed by lead or account,
+    the entity's serialised keys and how many of them it holds (read-only; nothing is created
+    when there is no store)."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
     from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -256,6 +262,8 @@ def _online_plan(settings: Settings, who: Targets) -> tuple[Path | None, list[_O
     if not (settings.feast_dir / "registry.db").exists():
         return None, []
     store = feature_store(settings)
+    if settings.online_store == "redis":
+        return _redis_online_plan(store, who)
     config = store.config
     online = CrmSqliteOnlineStore()
     path = online.db_path(config)
@@ -297,7 +305,28 @@ def _online_plan(settings: Settings, who: Targets) -> tuple[Path | None, list[_O
             planned.append(_OnlineTable(f"online/{view.name}", name, keys, int(found)))
     finally:
         conn.close()
-    return path, planned
+    return str(path), planned
+
+
+def _redis_online_plan(store: FeatureStore, who: Targets) -> tuple[str | None, list[_OnlineTable]]:
+    """:func:`_online_plan` on the Redis online store: per view keyed by lead or account, the
+    entity's hash keys and how many of them hold a row of the view."""
+    from features.redis_store import CrmRedisOnlineStore
+
+    config = store.config
+    online = CrmRedisOnlineStore(timeout_ms=int(ONLINE_BUSY_TIMEOUT_S * 1000))
+    planned = []
+    for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        join_keys = [c.name for c in view.entity_columns]
+        if len(join_keys) != 1 or join_keys[0] not in ENTITIES.values():
+            continue
+        ids = who.ids(join_keys[0])
+        if not ids:
+            continue
+        keys = online.redis_keys(config, join_keys[0], ids)
+        found = online.count_holding(config, view, keys)
+        planned.append(_OnlineTable(f"online/{view.name}", view.name, keys, found))
+    return online.server(config), planned
 
 
 def _chunks(values: Sequence[bytes]) -> Iterator[list[bytes]]:
@@ -309,9 +338,15 @@ def _delete_online(settings: Settings, tables: Sequence[_OnlineTable]) -> None:
     """Delete the entity's rows (one per feature) from every planned view's table of the
     current generation, in place and in one transaction, through the store."""
     from features.online_store import CrmSqliteOnlineStore
+    from features.redis_store import CrmRedisOnlineStore
     from features.store import feature_store
 
-    config = feature_store(settings).config
+    feast = feature_store(settings)
+    config = feast.config
+    if settings.online_store == "redis":
+        online = CrmRedisOnlineStore(timeout_ms=int(ONLINE_BUSY_TIMEOUT_S * 1000))
+        online.delete_rows(config, [(feast.get_feature_view(t.table), t.keys) for t in tables])
+        return
     store = CrmSqliteOnlineStore(busy_timeout_ms=int(ONLINE_BUSY_TIMEOUT_S * 1000))
     store.delete_entities(config, {t.table: t.keys for t in tables})
 
@@ -372,7 +407,7 @@ def preview(settings: Settings, entity: str, entity_id: str) -> dict[str, int]:
 
 def _plan(settings: Settings, who: Targets) -> _Plan:
     plan = _Plan(parquet=_plan_parquet(settings, who))
-    plan.online_path, plan.online = _online_plan(settings, who)
+    plan.online_store, plan.online = _online_plan(settings, who)
     engine = _log_engine(settings, create=False)
     if engine is not None:
         plan.log_url = settings.score_log_url()
@@ -425,7 +460,7 @@ def erase(
         if edit.deleted or edit.cleared:
             say(edit.place)
             _rewrite(edit, chosen)
-    if plan.online_path is not None and any(t.entities for t in plan.online):
+    if plan.online_store is not None and any(t.entities for t in plan.online):
         say("online store")
         _delete_online(settings, [t for t in plan.online if t.entities])
     if plan.log_url is not None and any(plan.log_rows.values()):

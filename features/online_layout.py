@@ -70,7 +70,7 @@ def bulk_layout(view: FeatureView) -> tuple[str, list[str], list[str]]:
     return keys[0].name, numeric, categorical
 
 
-def _float32_slots(block: np.ndarray) -> np.ndarray:
+def float32_slots(block: np.ndarray) -> np.ndarray:
     """Per row, the serialised ``ValueProto(float_val=v)`` of each column, 5 bytes apiece.
 
     A slot starts with the tag ``0x35`` (field 6, 32-bit) when the value is present and ``0x00``
@@ -84,7 +84,7 @@ def _float32_slots(block: np.ndarray) -> np.ndarray:
     return slots.reshape(n, m * 5)
 
 
-def _string_values(values: pa.ChunkedArray) -> tuple[list[bytes], list[str | None]]:
+def string_values(values: pa.ChunkedArray) -> tuple[list[bytes], list[str | None]]:
     """Serialised ``ValueProto(string_val=v)`` (empty, i.e. null, for null) and the text.
 
     Categorical columns hold few distinct values, so each is serialised once by protobuf.
@@ -133,7 +133,7 @@ def fill_view_table(
         else np.zeros((n, 0), dtype=np.float32)
     )
     width = 5 * len(numeric)
-    packed = _float32_slots(block).tobytes()
+    packed = float32_slots(block).tobytes()
     blobs = [packed[i : i + width] for i in range(0, n * width, width)] if width else [b""] * n
     s_cols = "".join(f", s{j} BLOB, t{j} TEXT" for j in range(len(categorical)))
     conn.execute("DROP TABLE IF EXISTS temp.crm_entity")
@@ -147,7 +147,7 @@ def fill_view_table(
     conn.executemany("INSERT INTO temp.crm_feature VALUES (?, ?)", sorted(slots.items()))
     columns = [keys.tolist(), event_ts, blobs]
     for f in categorical:
-        columns += _string_values(table[f])
+        columns += string_values(table[f])
     marks = ", ".join(["?"] * len(columns))
     conn.executemany(f"INSERT INTO temp.crm_entity VALUES ({marks})", zip(*columns, strict=True))
     value = (

@@ -6,7 +6,9 @@ a class path; ``local`` is :class:`feast.infra.passthrough_provider.PassthroughP
 once per view, and Feast's engine then calls the online store's ``online_write_batch`` once per
 batch; here each view's batches go into one new generation of the
 :class:`~features.online_store.CrmSqliteOnlineStore`, switched in atomically when the view is
-complete, so a failed or killed run leaves the store serving what it served before.
+complete, so a failed or killed run leaves the store serving what it served before. With the
+Redis store (:class:`~features.redis_store.CrmRedisOnlineStore`) the batches are written as they
+come, and the view is marked materialised once all are in.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import RepoConfig
 
 from features.online_store import CrmSqliteOnlineStore
+from features.redis_store import CrmRedisOnlineStore
 
 
 class CrmProvider(PassthroughProvider):
@@ -57,3 +60,5 @@ class CrmProvider(PassthroughProvider):
                 tqdm_builder,
                 disable_event_timestamp,
             )
+        if isinstance(online, CrmRedisOnlineStore) and isinstance(feature_view, FeatureView):
+            online.mark_materialized(config, [feature_view])

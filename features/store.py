@@ -5,12 +5,13 @@ registry in ``<data_dir>/feast/registry.db`` and the online store in
 ``<data_dir>/feast/online.db``. The store is built from a :class:`feast.RepoConfig`, never from
 the YAML, so tests and ``--data-dir`` get their own; it names the project's online store
 (:class:`features.online_store.CrmSqliteOnlineStore`, Feast's SQLite layout written in whole
-generations) and provider (:class:`features.provider.CrmProvider`).
+generations, or with ``online_store="redis"`` :class:`features.redis_store.CrmRedisOnlineStore`,
+Feast's Redis layout on a server the service replicas share) and provider
+(:class:`features.provider.CrmProvider`).
 
 :func:`materialize` hands each view's latest rows to the online store's bulk writer
-(:meth:`~features.online_store.CrmSqliteOnlineStore.write_generation`), then records the
-interval in the registry as ``feast materialize`` does. Feast's ``get_online_features`` reads
-the result unchanged; a failure changes nothing.
+(``write_generation``), then records the interval in the registry as ``feast materialize`` does.
+Feast's ``get_online_features`` reads the result unchanged.
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ from features.pipeline import (
     lead_label_table,
     read_feature_tables,
 )
+from features.redis_store import CrmRedisOnlineStore, CrmRedisOnlineStoreConfig
 from features.schema import ENTITIES, STATUS_TABLES
 
 PROJECT = "crm_intel"
 ONLINE_STORE = "features.online_store.CrmSqliteOnlineStore"
+REDIS_ONLINE_STORE = "features.redis_store.CrmRedisOnlineStore"
+# a bulk write's batch may queue behind other clients' commands: not the service's short timeout
+REDIS_WRITE_TIMEOUT_MS = 30_000
 PROVIDER = "features.provider.CrmProvider"
 OFFLINE_STORES = {
     "duckdb_asof": "features.offline_store.DuckDBAsofOfflineStore",
@@ -71,7 +76,8 @@ def _noop(_: str) -> None:
 
 def repo_config(settings: Settings, offline_store: str = "duckdb_asof") -> RepoConfig:
     """The Feast config of ``settings.data_dir``: the project's provider and online store
-    (``<data_dir>/feast/online.db``), a file registry (``<data_dir>/feast/registry.db``).
+    (``<data_dir>/feast/online.db``, or the Redis server at ``settings.redis_url`` when
+    ``settings.online_store`` is ``"redis"``), a file registry (``<data_dir>/feast/registry.db``).
 
     Args:
         offline_store: ``"duckdb_asof"`` (default, see :mod:`features.offline_store`) or
@@ -82,11 +88,36 @@ def repo_config(settings: Settings, offline_store: str = "duckdb_asof") -> RepoC
         project=PROJECT,
         provider=PROVIDER,
         registry={"registry_type": "file", "path": str(feast_dir / "registry.db")},
-        online_store={"type": ONLINE_STORE, "path": str(feast_dir / "online.db")},
+        online_store=online_store_config(settings),
         offline_store={"type": OFFLINE_STORES[offline_store]},
         entity_key_serialization_version=3,
         repo_path=str(Path(__file__).resolve().parent),
     )
+
+
+def online_store_config(settings: Settings) -> dict[str, Any]:
+    """The ``online_store`` section of :func:`repo_config` for ``settings.online_store``."""
+    if settings.online_store == "redis":
+        return {
+            "type": REDIS_ONLINE_STORE,
+            "url": settings.redis_url.get_secret_value(),
+            "timeout_ms": settings.online_store_timeout_ms,
+        }
+    return {"type": ONLINE_STORE, "path": str(settings.feast_dir.resolve() / "online.db")}
+
+
+def online_store_for(
+    config: RepoConfig, busy_timeout_ms: int | None = None, timeout_ms: int | None = None
+) -> CrmSqliteOnlineStore | CrmRedisOnlineStore:
+    """A new instance of the config's online store class, for reads and bulk writes.
+
+    Args:
+        busy_timeout_ms: SQLite: how long a read waits on a locked file.
+        timeout_ms: Redis: how long a command waits on the server (default: the config's).
+    """
+    if isinstance(config.online_store, CrmRedisOnlineStoreConfig):
+        return CrmRedisOnlineStore(timeout_ms=timeout_ms)
+    return CrmSqliteOnlineStore(busy_timeout_ms=busy_timeout_ms)
 
 
 def feature_store(settings: Settings, offline_store: str = "duckdb_asof") -> FeatureStore:
@@ -272,12 +303,14 @@ def materialize(
 ) -> MaterializeResult:
     """Write each entity's latest feature row into the online store, replacing it atomically.
 
-    The online store's bulk writer builds a new generation of the file (the tables of the
+    SQLite: the online store's bulk writer builds a new generation of the file (the tables of the
     views not materialised are copied from the current one) and renames it over the old one
     once complete and synced, so readers never wait on a lock and a failure leaves the current
     store untouched. Readers holding the old file keep reading it until they reopen: the
     service's :class:`OnlineReader` notices the new file on its next read. A write in place
     made meanwhile (``write_to_online_store``) waits for the switch and lands in the new file.
+    Redis: each entity's hash is replaced in one command, features and lifecycle together, in
+    pipelined batches (:mod:`features.redis_store`); readers never wait.
 
     Args:
         entities_: which entities' views to materialise; an entity with a lifecycle view
@@ -319,7 +352,8 @@ def materialize(
         return latest_rows(Path(source.path), key, end)
 
     now = datetime.now(UTC)
-    written = CrmSqliteOnlineStore().write_generation(store.config, list(views.values()), rows, now)
+    writer = online_store_for(store.config, timeout_ms=REDIS_WRITE_TIMEOUT_MS)
+    written = writer.write_generation(store.config, list(views.values()), rows, now)
     elapsed = time.perf_counter() - start_time
     for view in views.values():
         store.registry.apply_materialization(
@@ -353,22 +387,28 @@ def feast_materialize(
 class OnlineReader:
     """Reads feature vectors through the project's online store class, caching the views.
 
-    One SQLite query per call (:meth:`CrmSqliteOnlineStore.online_read_views` on an instance of
-    its own), values decoded straight from the ``ValueProto``s; this is the read the scoring
-    service uses, with the entity's lifecycle row (``status=True``) in the same query. Thread-safe.
-    Materialisation replaces the store's file, so before each read the store checks that its
-    connection is still on the file at the path and reopens it when not (one ``stat``, ~2 µs).
+    One read per call (``online_read_views`` of an online store instance of its own: one SQLite
+    query, or one Redis round trip), values decoded straight from the ``ValueProto``s; this is
+    the read the scoring service uses, with the entity's lifecycle row (``status=True``) in the
+    same query. Thread-safe. Materialisation replaces the SQLite store's file, so before each
+    read the store checks that its connection is still on the file at the path and reopens it
+    when not (one ``stat``, ~2 µs); a Redis client reconnects by itself after a failure.
 
     Args:
-        busy_timeout_ms: how long a read waits on a locked store before SQLite raises
+        busy_timeout_ms: SQLite: how long a read waits on a locked store before SQLite raises
             ``database is locked`` (default: the config's, else Python's 5 s).
+        timeout_ms: Redis: how long a read waits on the server (default: the config's).
     """
 
-    def __init__(self, store: FeatureStore, busy_timeout_ms: int | None = None):
+    def __init__(
+        self,
+        store: FeatureStore,
+        busy_timeout_ms: int | None = None,
+        timeout_ms: int | None = None,
+    ):
         self.store = store
         self.busy_timeout_ms = busy_timeout_ms
-        self.online = CrmSqliteOnlineStore(busy_timeout_ms=busy_timeout_ms)
-        self.path = self.online.db_path(store.config)
+        self.online = online_store_for(store.config, busy_timeout_ms, timeout_ms)
         self._views: dict[str, tuple[FeatureView, list[str]]] = {}
 
     def close(self) -> None:

@@ -1,11 +1,13 @@
 """The service's read of the Feast online store, with the failures a live service meets.
 
-Wraps :class:`features.store.OnlineReader` so that a missing or locked SQLite online store
-becomes :class:`OnlineStoreUnavailable` (answered 503) instead of a hang or a 500, and so that
-the store recovers by itself once the file is back: the reader (through the project's online
-store class, :class:`features.online_store.CrmSqliteOnlineStore`) follows a replaced file (each
+Wraps :class:`features.store.OnlineReader` so that a missing or locked SQLite online store, or
+a Redis server that does not answer or holds no features, becomes :class:`OnlineStoreUnavailable`
+(answered 503) instead of a hang or a 500, and so that the store recovers by itself once it is
+back: the SQLite reader (through the project's online store class,
+:class:`features.online_store.CrmSqliteOnlineStore`) follows a replaced file (each
 materialisation switches in a new generation of it) and is rebuilt from the registry after a
-failure.
+failure; the Redis client (:class:`features.redis_store.CrmRedisOnlineStore`) fails within its
+timeout and reconnects on the next read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from crm.settings import Settings
+from features.redis_store import OnlineStoreUnreachableError
 from features.store import FeatureStoreNotReadyError, OnlineReader, feature_store
 
 PROBE_ID = "__crm_intel_readiness_probe__"
@@ -37,6 +40,11 @@ PUBLIC_MESSAGES: dict[str, tuple[str, str]] = {
     "locked": (
         "scores are briefly unavailable while this server's features are refreshed",
         "retry in a second",
+    ),
+    "unreachable": (
+        "scores are briefly unavailable: this server cannot reach its feature store",
+        "retry in a few seconds; if it persists, tell the operator (the server log has the "
+        "details)",
     ),
     "unreadable": (
         "scores are unavailable: this server's feature store cannot be read",
@@ -79,17 +87,21 @@ class OnlineFeatures:
     A read never blocks on a locked store inside SQLite (busy timeout 0): :meth:`rows` and
     :meth:`frame` retry with ``time.sleep`` and :meth:`rows_async` with ``asyncio.sleep``, for
     up to ``timeout_ms`` in all, so a lock held elsewhere never stalls the service's event loop.
+    A Redis read waits at most ``timeout_ms`` on the server (its socket timeout), then fails.
     """
 
     def __init__(self, settings: Settings, timeout_ms: int | None = None):
         self.settings = settings
-        self.path: Path = settings.feast_dir / "online.db"
+        # the SQLite file, whose absence is told apart from other failures (None: Redis)
+        self.path: Path | None = (
+            settings.feast_dir / "online.db" if settings.online_store == "sqlite" else None
+        )
         self.timeout_ms = settings.online_store_timeout_ms if timeout_ms is None else timeout_ms
         self._lock = threading.Lock()
         self._reader: OnlineReader | None = None
 
     def _current(self) -> OnlineReader:
-        if not self.path.exists():
+        if self.path is not None and not self.path.exists():
             raise OnlineStoreUnavailable(
                 f"online store {self.path} is missing: run `crm-intel features apply` and "
                 "`crm-intel features materialize`",
@@ -98,7 +110,9 @@ class OnlineFeatures:
         with self._lock:
             if self._reader is None:
                 # the reader follows a re-materialised (replaced) file by itself
-                self._reader = OnlineReader(feature_store(self.settings), busy_timeout_ms=0)
+                self._reader = OnlineReader(
+                    feature_store(self.settings), busy_timeout_ms=0, timeout_ms=self.timeout_ms
+                )
             return self._reader
 
     def _read_once(self, how: str, entity: str, ids: Sequence[str], status: bool = False) -> Any:
@@ -107,6 +121,9 @@ class OnlineFeatures:
             if how == "ttl":
                 return reader.ttl(entity)
             return getattr(reader, how)(entity, list(ids), status)
+        except OnlineStoreUnreachableError as err:
+            # the reader stays: its client reconnects on the next read
+            raise OnlineStoreUnavailable(str(err), "unreachable") from None
         except (sqlite3.Error, FeatureStoreNotReadyError) as err:
             message, kind = _explain(err, self.path)
             if isinstance(err, sqlite3.OperationalError) and _is_lock(err):
@@ -204,9 +221,11 @@ def _is_lock(err: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _explain(err: BaseException, path: Path) -> tuple[str, str]:
+def _explain(err: BaseException, path: Path | None) -> tuple[str, str]:
     """The failure in detail, for the server log, and its kind (:data:`PUBLIC_MESSAGES`)."""
     text = str(err)
+    if path is None:  # Redis: the store's own message names the server
+        return text, "missing" if isinstance(err, FeatureStoreNotReadyError) else "unreadable"
     if "does not exist" in text:
         return (
             f"online store {path} is missing: run `crm-intel features apply` and "

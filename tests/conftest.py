@@ -76,6 +76,7 @@ DISCLOSING_WORDS = (
     "scikit",
     "sqlite",
     "sqlalchemy",
+    "redis",
     "numpy",
     "pandas",
     "shap",

@@ -31,11 +31,13 @@ def _errors() -> tuple[type[BaseException], ...]:
     from crm.contract import ContractError
     from features.duplicates import DedupeInputError
     from features.pipeline import FeatureInputError
+    from features.redis_store import OnlineStoreUnreachableError
     from features.store import FeatureStoreNotReadyError, UnknownEntityError
 
     return (
         FeatureInputError,
         FeatureStoreNotReadyError,
+        OnlineStoreUnreachableError,
         UnknownEntityError,
         ContractError,
         FileNotFoundError,
@@ -116,7 +118,8 @@ def materialize(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Write each entity's latest feature row into the SQLite online store (swapped in whole)."""
+    """Write each entity's latest feature row into the online store: the SQLite file (swapped in
+    whole), or the Redis server with CRM_INTEL_ONLINE_STORE=redis (each entity's row replaced)."""
     from features.store import materialize as run
 
     settings = settings_for(data_dir)
@@ -125,7 +128,12 @@ def materialize(
         with progress("features materialize", total=len(entities)) as advance:
             result = run(settings, entities_=entities, progress=advance)
     except _errors() as err:
-        raise fail(f"{err} (online store left unchanged)") from None
+        kept = (
+            "online store left unchanged"
+            if settings.online_store == "sqlite"
+            else "entities written before the failure have their new rows: run it again"
+        )
+        raise fail(f"{err} ({kept})") from None
     for name, rows in result.rows.items():
         console.print(f"{name}: {rows:,} rows")
     console.print(

@@ -73,6 +73,7 @@ def erase(
     the id."""
     from crm_intel.erasure import UnknownIdError, preview
     from crm_intel.erasure import erase as erase_entity
+    from features.redis_store import OnlineStoreUnreachableError
 
     if (lead is None) == (account is None):
         raise fail("give exactly one of --lead ID or --account ID")
@@ -81,7 +82,7 @@ def erase(
     settings = settings_for(data_dir)
     try:
         found = preview(settings, entity, entity_id)
-    except (UnknownIdError, ValueError) as err:
+    except (UnknownIdError, ValueError, OnlineStoreUnreachableError) as err:
         raise fail(str(err)) from None
     if not yes:
         if not _on_terminal():
@@ -98,6 +99,8 @@ def erase(
         )
     except UnknownIdError as err:  # erased by someone else since the preview
         raise fail(str(err)) from None
+    except OnlineStoreUnreachableError as err:  # what was erased stays erased: run it again
+        raise fail(f"{err}: run the erasure again once it answers") from None
     console.print(f"erased the {entity}: {_removed(counts)} (recorded in the audit log)")
     if json_:
         emit_json({"entity": entity, "removed": counts, "total": sum(counts.values())})
