@@ -380,7 +380,9 @@ class CrmSqliteOnlineStore(OnlineStore):
     ) -> None:
         """Delete every row of the given serialised entity keys, table by table, from the
         current file in one transaction (erasure); freed pages are overwritten
-        (``secure_delete``), so no deleted value stays in the file."""
+        (``secure_delete``), and the file is then rewritten (``VACUUM``), so no deleted value
+        stays in it: rebalancing the B-trees can leave a moved row's old bytes in the unused
+        space of a page still in use, which ``secure_delete`` does not clear."""
         with self._current_file_locked(config) as conn:
             conn.execute("PRAGMA secure_delete = ON")
             for table, keys in keys_by_table.items():
@@ -389,6 +391,7 @@ class CrmSqliteOnlineStore(OnlineStore):
                     marks = ",".join("?" * len(chunk))
                     conn.execute(f"DELETE FROM {quote(table)} WHERE entity_key IN ({marks})", chunk)
             conn.execute("COMMIT")
+            conn.execute("VACUUM")
 
     def online_read(
         self,

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from crm.contract import CHANNELS, CONTENT_TYPES, HIGH_INTENT_TYPES, INTERACTION_TYPES
 from crm.settings import Settings
+from features.job_titles import read_titles
 from features.schema import (
     ACCOUNT_CATEGORICAL,
     ACCOUNT_NUMERIC,
@@ -73,7 +74,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "tickets": ("account_id", "opened_at", "closed_at", "priority", "satisfaction"),
 }
 # optional contract columns the pipeline reads when a table has them (an absent one is all missing)
-OPTIONAL: dict[str, tuple[str, ...]] = {"leads": ("purchase_timeframe",)}
+OPTIONAL: dict[str, tuple[str, ...]] = {"leads": ("purchase_timeframe", "job_title")}
 TIMESTAMPS: dict[str, tuple[str, ...]] = {
     "accounts": ("created_at",),
     "leads": ("created_at", "converted_at"),
@@ -507,6 +508,7 @@ def lead_feature_batches(
     )
     lead_account = _codes(leads["account_id"], accounts["account_id"])
     timeframe = _optional(leads, "purchase_timeframe")
+    title = read_titles(_optional(leads, "job_title"))
     created_ms = _ns(leads["created_at"]) / NS_PER_MS
 
     cums = {
@@ -584,6 +586,8 @@ def lead_feature_batches(
         arrays["account_employee_band"] = _strings(accounts["employee_band"], acc_idx)
         arrays["account_industry"] = _strings(accounts["industry"], acc_idx)
         arrays["account_region"] = _strings(accounts["region"], acc_idx)
+        arrays["title_rank"] = _strings(title["title_rank"], rows)
+        arrays["title_department"] = _strings(title["title_department"], rows)
         assert tuple(arrays)[2:] == LEAD_NUMERIC + LEAD_CATEGORICAL
         yield pa.table(arrays)
 

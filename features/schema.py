@@ -18,6 +18,9 @@ LEAD_CATEGORICAL: tuple[str, ...] = (
     "account_employee_band",
     "account_industry",
     "account_region",
+    # the lead's job title read as a rank and a department (features.job_titles)
+    "title_rank",
+    "title_department",
 )
 LEAD_NUMERIC: tuple[str, ...] = (
     "days_since_created",

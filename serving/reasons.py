@@ -69,11 +69,47 @@ _CATEGORY_WORDS: dict[str, str] = {
     "account_employee_band": "Company size (employees)",
     "account_industry": "Industry",
     "account_region": "Region",
+    "title_rank": "Job title rank",
+    "title_department": "Job title department",
     "plan": "Plan",
     "rfm_segment": "Customer segment",
     "employee_band": "Company size (employees)",
     "industry": "Industry",
     "region": "Region",
+}
+# The job title features (features.job_titles) read as sentences about the person.
+_TITLE_RANK_WORDS: dict[str, str] = {
+    "individual": "an individual contributor",
+    "manager": "manager",
+    "director": "director",
+    "vp": "VP",
+    "c_level": "C-level",
+}
+_TITLE_DEPARTMENT_WORDS: dict[str, str] = {
+    "customer_success": "customer success",
+    "it": "IT",
+    "hr": "HR",
+    "executive": "general management",
+}
+
+
+def _title_rank(value: str) -> str:
+    if value == "unknown":
+        return "Job title gives no rank"
+    return f"Job title ranks as {_TITLE_RANK_WORDS.get(value, value.replace('_', ' '))}"
+
+
+def _title_department(value: str) -> str:
+    if value == "unknown":
+        return "Job title names no department"
+    if value == "other":
+        return "Works outside the usual business departments"
+    return f"Works in {_TITLE_DEPARTMENT_WORDS.get(value, value.replace('_', ' '))}"
+
+
+_CATEGORY_SENTENCES: dict[str, Callable[[str], str]] = {
+    "title_rank": _title_rank,
+    "title_department": _title_department,
 }
 
 
@@ -276,6 +312,8 @@ _MISSING: dict[str, str] = {
     "logins_trend": "No logins in the previous 28 days",
     "key_feature_events_trend": "No key feature use in the previous 28 days",
     "open_ticket_mean_age_days": "No open support tickets",
+    "title_rank": "No job title",
+    "title_department": "No job title",
 }
 
 
@@ -307,6 +345,8 @@ def label(feature: str, value: Any, unseen: bool = False) -> str:
         'Viewed the pricing page 3 times in the last 7 days'
         >>> label("seniority", "director")
         'Seniority: director'
+        >>> label("title_department", "finance")
+        'Works in finance'
         >>> label("source", "tiktok", unseen=True)
         'Lead source "tiktok" (not seen in training)'
     """
@@ -318,6 +358,8 @@ def label(feature: str, value: Any, unseen: bool = False) -> str:
     if unseen:
         name = _CATEGORY_WORDS.get(feature) or _words(feature)
         return f'{name} "{value}" (not seen in training)'
+    if feature in _CATEGORY_SENTENCES:
+        return _CATEGORY_SENTENCES[feature](str(value))
     if feature in _CATEGORY_WORDS:
         return f"{_CATEGORY_WORDS[feature]}: {str(value).replace('_', ' ')}"
     if isinstance(value, str):

@@ -235,26 +235,30 @@ def test_unknown_id_is_reported_and_the_rest_scored(client, lead_ids):
 
 
 def test_given_features_override_the_online_ones(client, settings, lead_ids):
-    lead = lead_ids[0]
-    base = client.post("/score_leads", json={"lead_ids": [lead]}, headers=AUTH).json()
+    from features.store import online_features
+    from serving.scoring import score
+
     given = {
         "touches_pricing_page_view_30d": 6,
         "touches_demo_request_30d": 2,
         "days_since_last_high_intent": 1,
     }
+    champion = load_champion("lead_conversion", settings.tracking_uri())
+    online = online_features(settings, "lead", lead_ids)
+    overridden = online.assign(**{name: float(value) for name, value in given.items()})
+    before = score(champion.model, online).frame["probability"].to_numpy()
+    after = score(champion.model, overridden).frame["probability"].to_numpy()
+    # a lead whose score the override moves (a calibrator's plateau can hide a raised raw score)
+    moved = [lead for lead, b, a in zip(lead_ids, before, after, strict=True) if a != b]
+    assert moved
+    lead = moved[0]
+    base = client.post("/score_leads", json={"lead_ids": [lead]}, headers=AUTH).json()
     r = client.post(
         "/score_leads", json={"leads": [{"lead_id": lead, "features": given}]}, headers=AUTH
     )
     item = r.json()["results"][0]
     assert item["features_source"] == "online+request"
-    from features.store import online_features
-    from serving.scoring import score
-
-    features = online_features(settings, "lead", [lead])
-    for name, value in given.items():
-        features[name] = float(value)
-    champion = load_champion("lead_conversion", settings.tracking_uri())
-    expected = score(champion.model, features).frame["probability"].iloc[0]
+    expected = after[lead_ids.index(lead)]
     assert item["probability"] == pytest.approx(expected, abs=1e-12)
     assert item["probability"] != base["results"][0]["probability"]
 

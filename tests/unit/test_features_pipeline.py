@@ -262,6 +262,23 @@ def test_the_stated_purchase_timeframe_is_a_feature_and_may_be_absent() -> None:
     )
 
 
+def test_the_job_title_is_read_as_a_rank_and_a_department_and_may_be_absent() -> None:
+    # given L1 with a title in another language and L2 with none, and a CRM with no title column
+    tables = _crm(TOUCHES)
+    tables["leads"]["job_title"] = pd.array(["Leiterin Vertrieb", None], dtype=DTYPES["str"])
+    without = {**tables, "leads": tables["leads"].drop(columns=["job_title"])}
+    # when lead features are built from each
+    titled = build_lead_features(tables, SETTINGS)
+    absent = build_lead_features(without, SETTINGS)
+    # then L1's title reads as a sales director at every snapshot; no title is missing, not guessed
+    l1 = titled[titled["lead_id"] == "L1"]
+    assert (l1["title_rank"] == "director").all() and (l1["title_department"] == "sales").all()
+    assert pd.isna(_row(titled, "lead_id", "L2", T)["title_rank"])
+    assert pd.isna(_row(titled, "lead_id", "L2", T)["title_department"])
+    assert absent[["title_rank", "title_department"]].isna().all().all()
+    assert str(titled["title_rank"].dtype) == str(titled["seniority"].dtype)
+
+
 def test_lead_population_is_open_leads_and_stops_at_conversion() -> None:
     # given L2 converting on day 20 and L1 never converting
     tables = _crm(TOUCHES)
