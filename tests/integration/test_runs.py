@@ -361,7 +361,7 @@ def test_write_back_renames_both_files_only_once_both_are_written(
         "L2,,,Not scored (stale): old,,,",
     ]
     assert previous["accounts.csv"].decode().splitlines()[1:] == [
-        "A1,12,low,1234.5,+ Logins down,,,"
+        "A1,12,low,1234.5,+ Logins down,,,,"
     ]
 
     # When the second file cannot be written

@@ -56,9 +56,14 @@ def _weekly_scores(deployment: Deployment, tmp_path: Path, weeks: list[dict[str,
         records = reader.rows("lead", scorable_ids(settings, "lead"), status=True)
     finally:
         reader.close()
-    # the most promising lead as the CRM has it today (its firmographics, not its engagement)
-    now = score_items("lead_conversion", champion.model, records, [None] * len(records), 1, names)
-    record = records[max(range(len(now)), key=lambda i: (now[i]["score"], now[i]["lead_id"]))]
+    # the lead whose score its engagement moves most (its firmographics as the CRM has them
+    # today): the champion may saturate (an isotonic calibrator is flat past its last step)
+    at_start, at_end = (
+        score_items("lead_conversion", champion.model, records, [w] * len(records), 1, names)
+        for w in (weeks[0], weeks[-1])
+    )
+    moved = [abs(b["score"] - a["score"]) for a, b in zip(at_start, at_end, strict=True)]
+    record = records[max(range(len(records)), key=lambda i: (moved[i], records[i]["lead_id"]))]
     lead = record["lead_id"]
     engine = open_log(f"sqlite:///{tmp_path / 'trend.db'}")
     scores, last = [], None
