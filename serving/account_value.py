@@ -14,7 +14,13 @@ import pandas as pd
 
 from crm.settings import Settings
 from serving.batch import scorable_rows
-from serving.lifetime import KEY, VALUE_COLUMNS, LifetimeReference, lifetime_reference
+from serving.lifetime import (
+    KEY,
+    VALUE_COLUMNS,
+    LifetimeReference,
+    book_values,
+    lifetime_reference,
+)
 from serving.scoring import standing_fields
 from serving.status import standing
 from training.registry import Champion, load_champion
@@ -54,11 +60,10 @@ def account_values(
     """
     champion = champion or load_champion(MODEL, settings.tracking_uri())
     features = scorable_rows(settings, "account", as_of)
-    reference = lifetime_reference(settings, champion.model, features, as_of)
+    reference, values = book_values(settings, champion.model, features, as_of)
     if features.empty:
         empty = pd.DataFrame(columns=["account_id", "expected_remaining_months"])
         return AccountValues(empty, champion, reference.persistence, reference.persistence_pairs)
-    values = reference.values(champion.model, features)
     values["account_id"] = values["account_id"].astype(str)
     for column in ("plan", "rfm_segment"):  # what the CRM already groups accounts by
         values[column] = features[column].astype(str).to_numpy()

@@ -27,9 +27,9 @@ from training.subscription_value import (
     GRID_DAYS,
     HORIZON_YEARS,
     lifetime_from_scenarios,
-    remaining_lifetime,
     renewal_persistence,
     scenario_days,
+    scenario_probabilities,
     segment_log_odds,
 )
 
@@ -71,9 +71,16 @@ class LifetimeReference:
         account), in their order."""
         if features.empty:
             return pd.DataFrame(columns=[KEY, "mrr", *VALUE_COLUMNS])
-        return remaining_lifetime(
-            features,
-            churn_probability_of(model),
+        rows = features.reset_index(drop=True)
+        by_scenario = scenario_probabilities(rows, churn_probability_of(model), self.window_days)
+        return self.from_scenarios(rows, by_scenario)
+
+    def from_scenarios(self, rows: pd.DataFrame, by_scenario: np.ndarray) -> pd.DataFrame:
+        """:meth:`values` from the churn probabilities of the accounts' renewal scenarios
+        (:func:`~training.subscription_value.scenario_probabilities`)."""
+        return lifetime_from_scenarios(
+            rows,
+            by_scenario,
             window_days=self.window_days,
             annual_discount_rate=self.annual_discount_rate,
             gross_margin=self.gross_margin,
@@ -108,15 +115,8 @@ class LifetimeReference:
                         values = np.where(np.isnan(values), fill[column], values)
                     scenarios[k * n : (k + 1) * n, names.index(column)] = values
         raw = model.booster_.predict(scenarios, num_iteration=model.best_iteration_, num_threads=1)
-        by_scenario = np.asarray(model.calibrator_(raw), dtype=float).reshape(-1, n)
-        return lifetime_from_scenarios(
-            rows,
-            by_scenario,
-            window_days=self.window_days,
-            annual_discount_rate=self.annual_discount_rate,
-            gross_margin=self.gross_margin,
-            persistence=self.persistence,
-            segment_means=self.segment_means,
+        return self.from_scenarios(
+            rows, np.asarray(model.calibrator_(raw), dtype=float).reshape(-1, n)
         )
 
 
@@ -134,16 +134,29 @@ def lifetime_reference(
         population: the feature rows of every live account (the rows the batch scores).
         as_of: measure the persistence on the history up to then (None: all of it).
     """
+    return book_values(settings, model, population, as_of)[0]
+
+
+def book_values(
+    settings: Settings,
+    model: Any,
+    population: pd.DataFrame,
+    as_of: datetime | None = None,
+) -> tuple[LifetimeReference, pd.DataFrame]:
+    """:func:`lifetime_reference` and the book's own values (:meth:`LifetimeReference.values`
+    of ``population``), its renewal scenarios predicted once for both."""
     churn_probability = churn_probability_of(model)
     window = settings.churn_window_days
     persistence, pairs = renewal_persistence(
         renewal_history(settings, window, as_of), churn_probability, window_days=window
     )
-    if population.empty:
+    rows = population.reset_index(drop=True)
+    by_scenario = scenario_probabilities(rows, churn_probability, window) if len(rows) else None
+    if by_scenario is None:
         means = pd.DataFrame(columns=list(range(-1, HORIZON_YEARS)), dtype=float)
     else:
-        means = segment_log_odds(population, churn_probability, window_days=window)
-    return LifetimeReference(
+        means = segment_log_odds(rows, by_scenario)
+    reference = LifetimeReference(
         persistence,
         pairs,
         means,
@@ -151,6 +164,9 @@ def lifetime_reference(
         settings.value_discount_rate,
         settings.value_gross_margin,
     )
+    if by_scenario is None:
+        return reference, reference.values(model, rows)
+    return reference, reference.from_scenarios(rows, by_scenario)
 
 
 def renewal_history(

@@ -103,7 +103,7 @@ def remaining_lifetime(
     rows = features.reset_index(drop=True)
     return lifetime_from_scenarios(
         rows,
-        _scenario_probabilities(rows, churn_probability, window_days),
+        scenario_probabilities(rows, churn_probability, window_days),
         key=key,
         window_days=window_days,
         annual_discount_rate=annual_discount_rate,
@@ -221,21 +221,20 @@ def renewal_persistence(
 
 
 def segment_log_odds(
-    features: pd.DataFrame,
-    churn_probability: Callable[[pd.DataFrame], np.ndarray],
-    *,
-    window_days: int = 90,
-    segment: str = "plan",
+    features: pd.DataFrame, by_scenario: np.ndarray, *, segment: str = "plan"
 ) -> pd.DataFrame:
     """Per segment (the index), the mean log-odds of churn of its accounts in each scenario of
     :func:`renewal_scenarios` (columns -1, 0, 1, …): what each account's later years are pulled
-    toward in :func:`remaining_lifetime`."""
-    rows = features.reset_index(drop=True)
-    by_scenario = _scenario_probabilities(rows, churn_probability, window_days)
-    return _mean_log_odds(by_scenario, _groups(rows, segment))
+    toward in :func:`remaining_lifetime`.
+
+    Args:
+        features: the accounts (their ``segment``).
+        by_scenario: :func:`scenario_probabilities` of the same accounts.
+    """
+    return _mean_log_odds(by_scenario, _groups(features.reset_index(drop=True), segment))
 
 
-def _scenario_probabilities(
+def scenario_probabilities(
     rows: pd.DataFrame, churn_probability: Callable[[pd.DataFrame], np.ndarray], window_days: int
 ) -> np.ndarray:
     """Churn probability of every account (columns) in every scenario (rows, -1 first)."""
