@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     # (redis://[:password@]host:port/db; never logged)
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # The engine that builds feature tables and runs batch scoring at scale (features.engines):
+    # "duckdb", in-process and out-of-core (the default), or "spark", Apache Spark at spark_master
+    # (local[N] on this machine, spark://host:7077 or another master URL for a cluster)
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"
+    # DuckDB's memory limit for a feature build (it spills to disk beyond); unset: DuckDB's own
+    # default (80 % of the machine's memory)
+    duckdb_memory_limit: str | None = None
     score_reasons: int = 3  # top reasons per score
     crm_field_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CRM_FIELDS))
     # The score log (serving.score_log): a SQLAlchemy URL, e.g. postgresql+psycopg://…; unset:
