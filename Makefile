@@ -84,6 +84,9 @@ bench-simulate: $(STAMP) ## Benchmark: simulate 10 million interactions (time, p
 bench-features: $(STAMP) ## Benchmark: feature build, training set, materialize, online read (vs Feast)
 	$(BIN)/python benchmarks/features.py
 
+bench-features-scale: $(STAMP) ## Benchmark: feature build at 10M and 100M interactions, DuckDB vs Spark local vs pandas (~1 h, ~15 GB of /tmp)
+	$(BIN)/python benchmarks/features.py --by-engine --sizes 10M 20M 100M --pandas-max 20M
+
 bench-online: $(STAMP) ## Benchmark: materialise 100k leads x 64 features and read one lead, SQLite vs Redis (needs redis-server)
 	$(BIN)/python benchmarks/online_store.py
 
@@ -114,4 +117,4 @@ bench: bench-simulate bench-features bench-online bench-train bench-attribution 
 clean: ## Remove the data directory and caches (keeps .venv)
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-online bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe clean
+.PHONY: help install demo test test-unit lint format bench bench-simulate bench-features bench-features-scale bench-online bench-train bench-attribution bench-pages bench-value bench-serve bench-dedupe clean

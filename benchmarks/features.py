@@ -11,8 +11,17 @@
 4. Online read of one lead: p50 / p99 of the service's read (``OnlineReader.rows`` and the
    DataFrame ``online_features``) vs Feast's ``get_online_features``.
 
+5. Build by engine (``--by-engine``, a run of its own): ``crm-intel features build`` with the
+   DuckDB and the Spark engine (``local[2]``) at 10 M and 100 M interactions (``--sizes``), beside
+   the pandas pipeline (``benchmarks/pandas_features.py``, the build before the engines) at the
+   sizes it fits in memory; time, peak memory of the whole process tree (the Spark JVM included)
+   and the growth from the smallest size to the largest. The data are copies of one simulation
+   with ids made unique per copy (``benchmarks/scale_data.py``), kept under ``--scale-root``.
+
 Usage: ``python benchmarks/features.py [--raw-dir DIR] [--leads N] [--accounts N]`` (defaults
 simulate ~10M interactions). Writes ``benchmarks/results/features.json`` and prints it.
+``python benchmarks/features.py --by-engine [--sizes 10M 100M] [--engines duckdb spark pandas]``
+writes ``benchmarks/results/features_engines.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import features_engines
 from _measure import measure as _measure_code
 from _measure import write
 
@@ -162,7 +172,12 @@ def main() -> None:
     parser.add_argument("--pit-rows", type=int, default=200_000)
     parser.add_argument("--online-leads", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=5_000)
+    parser.add_argument("--by-engine", action="store_true", help="run section 5 only")
+    features_engines.add_arguments(parser)
     args = parser.parse_args()
+    if args.by_engine:
+        features_engines.by_engine(args)
+        return
     with tempfile.TemporaryDirectory(prefix="crm-bench-features-") as tmp:
         work = Path(tmp)
         data = work / "data"

@@ -172,7 +172,8 @@ def read_feature_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
             raise FeatureInputError(
                 f"{path} does not exist: run `crm-intel simulate` or `crm-intel import` first"
             )
-        present = set(pq.read_schema(path).names)
+        # a file, or a Parquet folder of parts (benchmarks/scale_data.py): the dataset's schema
+        present = set(pq.ParquetDataset(path).schema.names)
         missing = [c for c in columns if c not in present]
         if missing:
             raise FeatureInputError(f"table '{name}' ({path}) lacks column(s) {missing}")
