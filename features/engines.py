@@ -1,0 +1,235 @@
+"""The engines that run the feature pipeline's one relational definition: DuckDB or Spark.
+
+The feature tables are defined once, as Ibis expressions (:mod:`features.pipeline` and the
+modules it names); an engine reads the raw contract tables, runs those expressions and streams
+the result back as Arrow record batches. ``CRM_INTEL_ENGINE`` (``--engine``) chooses:
+
+* ``duckdb`` (the default): in-process, no server, out-of-core (it spills to a temp directory
+  under the data directory beyond ``duckdb_memory_limit``);
+* ``spark``: Apache Spark at ``spark_master`` (``local[2]`` here, or a cluster's URL), through
+  :mod:`features.spark_session`.
+
+Both engines see every raw time column as int64 nanoseconds since the epoch (UTC), never as an
+engine timestamp: DuckDB 1.x and Spark keep microseconds only, and a touch one nanosecond after a
+snapshot must stay after it (the pandas pipeline's rule, which the leakage tests check).
+Raw tables are Parquet files or folders of Parquet files (``raw/interactions.parquet/part-*.parquet``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from crm.settings import Settings
+
+NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_NAMES = itertools.count()
+
+
+class EngineInputError(ValueError):
+    """A raw table the engine cannot read (missing file, missing column, not a timestamp)."""
+
+
+def _view_name(table: str) -> str:
+    return f"crm_{table}_{next(_NAMES)}_{uuid.uuid4().hex[:8]}"
+
+
+def time_columns(schema: pa.Schema) -> dict[str, int]:
+    """Timestamp columns of ``schema`` → nanoseconds per stored unit."""
+    return {
+        field.name: NS_PER_UNIT[field.type.unit]
+        for field in schema
+        if pa.types.is_timestamp(field.type)
+    }
+
+
+def frame_as_arrow(frame: pd.DataFrame, columns: list[str]) -> pa.Table:
+    """An in-memory contract table as Arrow, its timestamp columns as int64 nanoseconds."""
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    fields = []
+    arrays = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            column = column.cast(pa.timestamp("ns", tz=field.type.tz)).cast(pa.int64())
+            field = pa.field(field.name, pa.int64())
+        elif pa.types.is_large_string(field.type) or pa.types.is_null(field.type):
+            column = column.cast(pa.string())
+            field = pa.field(field.name, pa.string())
+        fields.append(field)
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+class Engine(ABC):
+    """One engine's connection: raw tables in, Ibis expressions run, Arrow batches out."""
+
+    name: str
+    con: Any  # the Ibis backend
+
+    @abstractmethod
+    def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
+        """``columns`` of the Parquet file or folder at ``path``, times as int64 nanoseconds."""
+
+    @abstractmethod
+    def from_arrow(self, table: pa.Table) -> ir.Table:
+        """A small in-memory Arrow table (times already int64) as an engine table."""
+
+    def batches(self, expr: ir.Table, rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
+        """The rows of ``expr`` as Arrow record batches of at most ``rows`` rows."""
+        reader = self.con.to_pyarrow_batches(expr, chunk_size=rows)
+        try:
+            yield from reader
+        finally:
+            reader.close()
+
+    def fetch(self, expr: ir.Table) -> pa.Table:
+        """A small result (an aggregate, a few rows) as Arrow."""
+        return self.con.to_pyarrow(expr)
+
+    def scalar(self, expr: ir.Scalar) -> Any:
+        """A scalar result as a Python value (``None`` when missing)."""
+        value = self.con.to_pyarrow(expr)
+        return value.as_py() if isinstance(value, pa.Scalar) else value
+
+    def close(self) -> None:
+        """Release what this engine holds (temporary views, the DuckDB connection)."""
+
+    @staticmethod
+    def schema_of(path: Path) -> pa.Schema:
+        """The Arrow schema of the Parquet file or folder at ``path``."""
+        return ds.dataset(path, format="parquet").schema
+
+
+class DuckDBEngine(Engine):
+    """DuckDB in this process, out-of-core under ``temp_dir``."""
+
+    name = "duckdb"
+
+    def __init__(self, temp_dir: Path | None = None, memory_limit: str | None = None):
+        config: dict[str, Any] = {}
+        if temp_dir is not None:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            config["temp_directory"] = str(temp_dir)
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        # insertion order is not needed (every output is ordered explicitly): lets DuckDB
+        # stream and spill without keeping row order
+        config["preserve_insertion_order"] = False
+        # a join's key range is pushed into the scans of its inputs; into a pyarrow dataset scan
+        # (see read_parquet) pyarrow would compare it with the stored timestamps and fail
+        config["disabled_optimizers"] = "join_filter_pushdown"
+        self.con = ibis.duckdb.connect(**config)
+
+    def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
+        # DuckDB 1.x reads a Parquet nanosecond timestamp as microseconds (it drops the last three
+        # digits), and Ibis has no reader that keeps them. So the table is staged once into
+        # DuckDB's own storage from a pyarrow dataset whose schema asks for the stored int64
+        # (scanned lazily, batch by batch, registered on the backend's DuckDB connection
+        # ``con.con``). Queries then read DuckDB's storage: a scan of the dataset itself would get
+        # filters pushed into pyarrow, which compares them with the stored timestamps and fails.
+        dataset = ds.dataset(path, format="parquet")
+        units = time_columns(dataset.schema)
+        fields = [
+            pa.field(c, pa.int64()) if c in units else dataset.schema.field(c) for c in columns
+        ]
+        dataset = ds.dataset(path, format="parquet", schema=pa.schema(fields))
+        view = _view_name(path.stem)
+        self.con.con.register(view, dataset)
+        try:
+            source = self.con.table(view)
+            scaled = {c: source[c] * units[c] for c in columns if c in units and units[c] != 1}
+            staged = self.con.create_table(
+                _view_name(path.stem), source.mutate(**scaled) if scaled else source, temp=True
+            )
+        finally:
+            self.con.con.unregister(view)
+        return staged
+
+    def from_arrow(self, table: pa.Table) -> ir.Table:
+        # registered on DuckDB's connection: Ibis's memtables are created lazily, at execution,
+        # so a compiled query (a profile, an EXPLAIN) could not name them
+        name = _view_name("memory")
+        self.con.con.register(name, table)
+        return self.con.table(name)
+
+    def close(self) -> None:
+        self.con.disconnect()
+
+
+class SparkEngine(Engine):
+    """Apache Spark through Ibis's PySpark backend, at ``settings.spark_master``."""
+
+    name = "spark"
+
+    def __init__(
+        self, settings: Settings, scratch: Path, conf: Mapping[str, str] | None = None
+    ):
+        from features.spark_session import spark_session
+
+        self.scratch = scratch
+        self.session = spark_session(settings, conf)
+        self.con = ibis.pyspark.connect(self.session)
+        self._views: list[str] = []
+
+    def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
+        from pyspark.sql import functions as F
+
+        units = time_columns(self.schema_of(path))
+        frame = self.session.read.parquet(str(path)).select(*columns)
+        for column, ns in units.items():
+            if column not in columns:
+                continue
+            if ns != 1:  # the session reads nanosecond timestamps as int64 already
+                frame = frame.withColumn(column, F.unix_micros(F.col(column)) * 1000)
+        return self._view(frame, path.stem)
+
+    def from_arrow(self, table: pa.Table) -> ir.Table:
+        frame = self.session.createDataFrame(table.to_pandas())
+        return self._view(frame, "memory")
+
+    def _view(self, frame: Any, stem: str) -> ir.Table:
+        name = _view_name(stem)
+        frame.createOrReplaceTempView(name)
+        self._views.append(name)
+        return self.con.table(name)
+
+    def batches(self, expr: ir.Table, rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
+        # Ibis's PySpark to_pyarrow_batches collects the whole result on the driver first. Spark
+        # writes the result itself instead (in parallel, on a cluster too), and the driver then
+        # reads it back one row group at a time; part files keep the order of an ordered result.
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        folder = self.scratch / _view_name("result")
+        try:
+            self.con.to_parquet(expr, str(folder))
+            for part in sorted(folder.glob("part-*.parquet")):
+                yield from pq.ParquetFile(part).iter_batches(batch_size=rows)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        for name in self._views:
+            self.session.catalog.dropTempView(name)
+        self._views.clear()
+
+
+def engine_for(settings: Settings, conf: Mapping[str, str] | None = None) -> Engine:
+    """The engine ``settings.engine`` names, ready to read ``settings.raw_dir``.
+
+    Args:
+        conf: Spark settings for a session this call starts (ignored by DuckDB).
+    """
+    if settings.engine == "spark":
+        return SparkEngine(settings, settings.data_dir / ".spark-tmp", conf)
+    return DuckDBEngine(settings.data_dir / ".duckdb-tmp", settings.duckdb_memory_limit)
