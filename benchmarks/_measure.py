@@ -96,11 +96,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(name: str, payload: dict[str, Any]) -> Path:
-    """Print the payload and write it to ``benchmarks/results/<name>.json``."""
+def write(name: str, payload: dict[str, Any], echo: bool = True) -> Path:
+    """Write the payload to ``benchmarks/results/<name>.json``; print it when ``echo``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     text = json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=str)
     path.write_text(text + "\n")
-    print(text)
+    if echo:
+        print(text)
     return path

@@ -51,7 +51,7 @@ import sys, pathlib
 sys.path.insert(0, {here!r})
 from scale_data import write_scaled
 RESULT = {{"rows": write_scaled(pathlib.Path({raw!r}), pathlib.Path({out!r}), {copies},
-                               progress=lambda m: None)}}
+                               {layout!r}, progress=lambda m: None)}}
 """
 ENGINE_BUILD = """
 import time
@@ -132,7 +132,7 @@ def size_label(interactions: int) -> str:
     return f"{interactions / 1e6:g}M"
 
 
-def scale_data(root: Path, size: int, log: dict[str, Any]) -> tuple[Path, int]:
+def scale_data(root: Path, size: int, layout: str, log: dict[str, Any]) -> tuple[Path, int]:
     """The data directory of ``size`` interactions under ``root`` (written when not there yet,
     its generation measured into ``log``); returns it and its copy count."""
     base = root / "base"
@@ -158,13 +158,16 @@ def scale_data(root: Path, size: int, log: dict[str, Any]) -> tuple[Path, int]:
     if figures.exists():
         log["simulation"] = json.loads(figures.read_text())
     copies = copies_for(size, sim["interactions"])
-    data = root / f"copies-{copies}"
+    data = root / (f"copies-{copies}" if layout == "folders" else f"copies-{copies}-{layout}")
     manifest = data / "scale.json"
     if manifest.exists() and json.loads(manifest.read_text())["copies"] == copies:
         log[size_label(size)] = json.loads(manifest.read_text())
         return data, copies
     done = measure(
-        PRELUDE + SCALE_COPY.format(here=HERE, raw=str(base / "raw"), out=str(data), copies=copies)
+        PRELUDE
+        + SCALE_COPY.format(
+            here=HERE, raw=str(base / "raw"), out=str(data), copies=copies, layout=layout
+        )
     )
     raw_bytes = folder_bytes(data / "raw")
     info = {
@@ -240,7 +243,7 @@ def by_engine(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:
         label = size_label(size)
-        data, _ = scale_data(root, size, data_log)
+        data, _ = scale_data(root, size, args.layout, data_log)
         interactions = str(data / "raw" / "interactions.parquet")
         results[label] = {}
         for engine in args.engines:
@@ -268,17 +271,35 @@ def by_engine(args: argparse.Namespace) -> None:
             results[label][engine] = figures
             print(f"  {json.dumps(figures)}", flush=True)
             shutil.rmtree(data / "features", ignore_errors=True)
+            report(args, data_log, results, echo=False)  # what is measured so far, kept
         if "pandas" in args.engines and size > pandas_max:
             measured = {k: v["pandas"] for k, v in results.items() if "pandas" in v}
             results[label]["pandas"] = {
                 "not_run": "does not fit",
                 **pandas_estimate(measured, size),
             }
+    payload = report(args, data_log, results)
+    print(table(results, payload["growth"]))
+
+
+def report(
+    args: argparse.Namespace,
+    data_log: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Write ``benchmarks/results/features_engines.json`` (printed when ``echo``)."""
     payload: dict[str, Any] = {
+        "label": args.label,
         "protocol": {
             "data": f"copies of one simulation (seed {SCALE_SEED}, {DEFAULT_LEADS:,} leads, "
             f"{DEFAULT_ACCOUNTS:,} accounts) with ids suffixed per copy, same dates "
-            "(benchmarks/scale_data.py); Parquet folders, one part per copy",
+            "(benchmarks/scale_data.py); layout "
+            + (
+                "Parquet folders, one part per copy"
+                if args.layout == "folders"
+                else "one Parquet file per table, its row groups copy by copy"
+            ),
             "measure": "each build in a fresh interpreter, one at a time; seconds include "
             "imports and (Spark) the session start; peak_gib is the summed RSS of the process "
             "tree sampled every 0.2 s (the Spark JVM included), python_peak_gib the "
@@ -292,10 +313,22 @@ def by_engine(args: argparse.Namespace) -> None:
         "data": data_log,
         "results": results,
         "growth": growth(results),
+        "same_rows": same_rows(results),
         "targets": ENGINE_TARGETS,
     }
-    write("features_engines", payload)
-    print(table(results, payload["growth"]))
+    write("features_engines", payload, echo=echo)
+    return payload
+
+
+def same_rows(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Per size: every engine wrote the same row count to each table they all wrote."""
+    out = {}
+    for label, engines in results.items():
+        counts = [fig["rows"] for fig in engines.values() if "rows" in fig]
+        if len(counts) >= 2:
+            common = set.intersection(*(set(c) for c in counts))
+            out[label] = all(len({c[t] for c in counts}) == 1 for t in common)
+    return out
 
 
 def growth(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -354,6 +387,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--scale-root", type=Path, default=Path(tempfile.gettempdir()) / "crm-bench-scale"
     )
+    group.add_argument("--layout", choices=("folders", "file"), default="folders")
+    group.add_argument("--label", default="", help="a note kept with the results")
     group.add_argument("--spark-driver-memory", default="12g")
     group.add_argument("--duckdb-memory-limit", default=None)
     group.add_argument("--timeout", type=float, default=4 * 3600, help="per build, seconds")
