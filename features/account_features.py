@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import ibis
 import ibis.expr.types as ir
 
+from crm.settings import Settings
 from features.as_of import (
     MS_PER_DAY,
     NS_PER_DAY,
@@ -30,7 +31,6 @@ from features.as_of import (
     whole_ms,
     windowed,
 )
-from crm.settings import Settings
 from features.schema import (
     ACCOUNT_CATEGORICAL,
     ACCOUNT_NUMERIC,
@@ -148,15 +148,13 @@ def _trend(now: ir.FloatingValue, before: ir.FloatingValue) -> ir.FloatingValue:
 def rfm_segment(recency_days: ir.FloatingValue, frequency: ir.FloatingValue) -> ir.StringValue:
     """Rule-based RFM segment (fixed thresholds, so a segment means the same thing every week)."""
     has = frequency > 0
-    return (
-        ibis.cases(
-            (has & (frequency >= 2) & (recency_days <= 90), "champion"),
-            (has & (frequency >= 2) & (recency_days <= 365), "loyal"),
-            (has & (recency_days <= 180), "recent"),
-            (has & (recency_days > 180) & (recency_days <= 365), "at_risk"),
-            (has & (recency_days > 365), "lapsed"),
-            else_="no_deals",
-        )
+    return ibis.cases(
+        (has & (frequency >= 2) & (recency_days <= 90), "champion"),
+        (has & (frequency >= 2) & (recency_days <= 365), "loyal"),
+        (has & (recency_days <= 180), "recent"),
+        (has & (recency_days > 180) & (recency_days <= 365), "at_risk"),
+        (has & (recency_days > 365), "lapsed"),
+        else_="no_deals",
     )
 
 
@@ -236,7 +234,8 @@ def account_labels(rows: ir.Table, as_of_ns: int, settings: Settings) -> ir.Tabl
 
 def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
     """Content reach and conversions among engaged leads at every snapshot after publication:
-    ``content_id``, ``t_ns``, :data:`features.schema.CONTENT_NUMERIC` and ``CONTENT_CATEGORICAL``."""
+    ``content_id``, ``t_ns``, :data:`features.schema.CONTENT_NUMERIC` and
+    ``CONTENT_CATEGORICAL``."""
     content = raw["content"]
     pairs = content.cross_join(grid)
     rows = pairs.filter(pairs.published_at < pairs.g_ns).select(
@@ -280,4 +279,3 @@ def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
     categorical = {"content_type": d.type.cast("string"), "topic": d.topic.cast("string")}
     assert tuple(out) == CONTENT_NUMERIC and tuple(categorical) == CONTENT_CATEGORICAL
     return d.select("content_id", TIME, **out, **categorical)
-

@@ -12,7 +12,8 @@ the result back as Arrow record batches. ``CRM_INTEL_ENGINE`` (``--engine``) cho
 Both engines see every raw time column as int64 nanoseconds since the epoch (UTC), never as an
 engine timestamp: DuckDB 1.x and Spark keep microseconds only, and a touch one nanosecond after a
 snapshot must stay after it (the pandas pipeline's rule, which the leakage tests check).
-Raw tables are Parquet files or folders of Parquet files (``raw/interactions.parquet/part-*.parquet``).
+Raw tables are Parquet files or folders of Parquet files
+(``raw/interactions.parquet/part-*.parquet``).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Engine(ABC):
         value = self.con.to_pyarrow(expr)
         return value.as_py() if isinstance(value, pa.Scalar) else value
 
+    @abstractmethod
     def close(self) -> None:
         """Release what this engine holds (temporary views, the DuckDB connection)."""
 
@@ -131,6 +133,7 @@ class DuckDBEngine(Engine):
         # (see read_parquet) pyarrow would compare it with the stored timestamps and fail
         config["disabled_optimizers"] = "join_filter_pushdown"
         self.con = ibis.duckdb.connect(**config)
+        self.con.raw_sql("SET enable_progress_bar = false")  # the build reports its own progress
 
     def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
         # DuckDB 1.x reads a Parquet nanosecond timestamp as microseconds (it drops the last three
@@ -173,9 +176,7 @@ class SparkEngine(Engine):
 
     name = "spark"
 
-    def __init__(
-        self, settings: Settings, scratch: Path, conf: Mapping[str, str] | None = None
-    ):
+    def __init__(self, settings: Settings, scratch: Path, conf: Mapping[str, str] | None = None):
         from features.spark_session import spark_session
 
         self.scratch = scratch

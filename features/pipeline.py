@@ -34,15 +34,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crm.settings import Settings
-from features.account_features import (
-    account_features,
-    account_labels,
-    account_rows,
-    content_features,
-)
+from features.account_features import account_features, account_rows, content_features
+from features.account_features import account_labels as account_label_rows
 from features.as_of import NS_PER_DAY, TIME
 from features.engines import DuckDBEngine, Engine, frame_as_arrow
-from features.lead_features import lead_features, lead_labels, lead_rows, title_readings
+from features.lead_features import lead_features, lead_rows, title_readings
+from features.lead_features import lead_labels as lead_label_rows
 from features.schema import ENTITIES
 
 MONDAY_EPOCH_NS = pd.Timestamp("2024-01-01", tz="UTC").value  # any Monday 00:00 UTC
@@ -269,8 +266,8 @@ def feature_tables(
         "lead_features": lead_features(raw, leads, titles, settings),
         "account_features": account_features(raw, accounts),
         "content_features": content_features(raw, grid),
-        "lead_labels": lead_labels(raw, leads, cal.as_of_ns, settings),
-        "account_labels": account_labels(accounts, cal.as_of_ns, settings),
+        "lead_labels": lead_label_rows(raw, leads, cal.as_of_ns, settings),
+        "account_labels": account_label_rows(accounts, cal.as_of_ns, settings),
     }
     keys = {
         "lead_features": "lead_id",
@@ -390,6 +387,28 @@ def build_content_features(source: RawSource, settings: Settings, **kw: object) 
     return build_frames(source, settings, ("content_features",), **kw)["content_features"]  # type: ignore[arg-type]
 
 
+def lead_labels(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
+    """Did the lead convert within ``conversion_window_days`` after each of its snapshots?
+
+    Returns:
+        ``lead_id``, ``event_timestamp``, ``label`` (``Int64``: 1 when ``converted_at`` is in
+        ``(t, t + window]``, 0 otherwise, ``<NA>`` while the window is not over at the as-of time).
+        One row per lead feature row.
+    """
+    return build_frames(source, settings, ("lead_labels",), **kw)["lead_labels"]  # type: ignore[arg-type]
+
+
+def account_labels(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
+    """Did the account cancel within ``churn_window_days`` after each snapshot it was live?
+
+    Returns:
+        ``account_id``, ``event_timestamp``, ``label`` (``Int64``: 1 when the live
+        subscription's ``cancelled_at`` is in ``(t, t + window]``, ``<NA>`` when unlabelled).
+        One row per account feature row.
+    """
+    return build_frames(source, settings, ("account_labels",), **kw)["account_labels"]  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------- pandas-side helpers
 
 
@@ -436,4 +455,3 @@ def snapshot_times(source: RawSource, settings: Settings) -> pd.DatetimeIndex:
     finally:
         engine.close()
     return pd.DatetimeIndex(pd.to_datetime(list(cal.grid_ns), utc=True), name="event_timestamp")
-
