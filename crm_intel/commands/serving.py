@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from crm_intel.commands.common import (
@@ -54,7 +53,6 @@ EngineOption = Annotated[
         "--engine",
         help="duckdb: score in this process; spark: score in Spark's executors at "
         "CRM_INTEL_SPARK_MASTER (same rows). Default from settings (CRM_INTEL_ENGINE).",
-        click_type=click.Choice(["duckdb", "spark"]),
         show_default=False,
     ),
 ]
@@ -88,6 +86,9 @@ def _score(
     from training.registry import NoChampion, load_version
 
     settings = settings_for(data_dir)
+    engine = (engine or settings.engine).lower()
+    if engine not in ("duckdb", "spark"):
+        raise fail(f"--engine {engine}: use duckdb (in this process) or spark")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise fail(f"--out {out}: use a .parquet or .csv file")
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def _score(
                     f"--model-version {version}: {model} has no such version "
                     "(`crm-intel models list` shows them)"
                 ) from None
-        frame, champion = _batch(engine or settings.engine)(
+        frame, champion = _batch(engine)(
             settings, model, top=top, champion=champion, as_of=None if as_of is None else when
         )
         if settings.score_log:
