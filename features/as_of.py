@@ -48,6 +48,11 @@ def whole_ms(ns: ir.IntegerValue) -> ir.IntegerValue:
     return (ns / NS_PER_MS).round().cast("int64")
 
 
+def present(table: ir.Table, column: str) -> ir.Table:
+    """The rows of ``table`` where ``column`` is not missing."""
+    return table.filter(table[column].notnull())
+
+
 def f32(value: ir.NumericValue) -> ir.FloatingValue:
     """A feature value as stored: single precision (computed in double, rounded once)."""
     return value.cast("float32")

@@ -29,6 +29,7 @@ from features.as_of import (
     TIME,
     Measure,
     f32,
+    present,
     ratio,
     up_to,
     up_to_ms,
@@ -135,7 +136,7 @@ def _touch_measures() -> list[Measure]:
 def _customer_accounts(raw: Tables, rows: ir.Table) -> ir.Table:
     """``account_id``, ``t_ns``, ``live``: the account's subscriptions started and not cancelled
     at ``t``, for each (account, time) of ``rows``."""
-    subs = raw["subscriptions"].filter(ibis._.account_id.notnull())
+    subs = present(raw["subscriptions"], "account_id")
     starts = subs.select("account_id", t_ns=up_to_ms(subs.start), change=ibis.literal(1.0))
     ends = subs.filter(subs.cancelled_at.notnull())
     ends = ends.select("account_id", t_ns=up_to_ms(ends.cancelled_at), change=ibis.literal(-1.0))

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from crm.settings import Settings
 from features.account_features import account_features, account_rows, content_features
 from features.account_features import account_labels as account_label_rows
-from features.as_of import NS_PER_DAY, TIME
+from features.as_of import NS_PER_DAY, TIME, present
 from features.engines import DuckDBEngine, Engine, frame_as_arrow
 from features.lead_features import lead_features, lead_rows, title_readings
 from features.lead_features import lead_labels as lead_label_rows
@@ -256,9 +256,7 @@ def feature_tables(
     ``account_labels`` (each with its key and ``t_ns``; see the feature modules)."""
     cal = calendar(engine, raw, settings)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
-    titles_present = engine.fetch(
-        raw["leads"].select("job_title").filter(ibis._.job_title.notnull()).distinct()
-    )
+    titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
     leads = lead_rows(raw, grid, cal.last_snapshot_ns, settings, creation_rows)
     accounts = account_rows(raw, grid)
