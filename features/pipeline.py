@@ -278,14 +278,25 @@ def feature_tables(
 
 
 def _stored_schema(name: str, key: str) -> pa.Schema:
+    """The Arrow schema a table is stored with. The account and content features carry pandas'
+    metadata (they were written from DataFrames), so that pandas reads their strings as
+    ``string``, as every reader has always seen them; the others were written from Arrow."""
     fields = [pa.field(key, pa.string()), pa.field("event_timestamp", pa.timestamp("ns", "UTC"))]
+    dtypes: dict[str, object] = {key: "string[pyarrow]", "event_timestamp": "datetime64[ns, UTC]"}
     if name.endswith("_labels"):
-        return pa.schema([*fields, pa.field("label", pa.int64())])
-    entity = next(e for e, (k, stem, _, _) in ENTITIES.items() if stem == name and k == key)
-    _, _, numeric, categorical = ENTITIES[entity]
-    fields += [pa.field(c, pa.float32()) for c in numeric]
-    fields += [pa.field(c, pa.string()) for c in categorical]
-    return pa.schema(fields)
+        fields.append(pa.field("label", pa.int64()))
+        dtypes["label"] = "Int64"
+    else:
+        entity = next(e for e, (k, stem, _, _) in ENTITIES.items() if stem == name and k == key)
+        _, _, numeric, categorical = ENTITIES[entity]
+        fields += [pa.field(c, pa.float32()) for c in numeric]
+        fields += [pa.field(c, pa.string()) for c in categorical]
+        dtypes |= {c: "float32" for c in numeric} | {c: "string[pyarrow]" for c in categorical}
+    schema = pa.schema(fields)
+    if name not in ("account_features", "content_features"):
+        return schema
+    empty = pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})  # type: ignore[call-overload]
+    return schema.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
 
 
 def _as_stored(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordBatch:

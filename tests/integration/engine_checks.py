@@ -35,9 +35,13 @@ def differences(got: pd.DataFrame, want: pd.DataFrame, key: str) -> list[str]:
             x, y = a.to_numpy(np.float64), b.to_numpy(np.float64)
             same = (np.abs(x - y) <= TOLERANCE) | (np.isnan(x) & np.isnan(y))
         else:
-            same = (a.isna() & b.isna()).to_numpy() | (
-                a.astype(object).eq(b.astype(object)).fillna(False).to_numpy(bool)
-            )
+            x, y = a.astype(object).to_numpy(), b.astype(object).to_numpy()
+            missing_x, missing_y = a.isna().to_numpy(), b.isna().to_numpy()
+            equal = [
+                not (mx or my) and bool(p == q)
+                for p, q, mx, my in zip(x, y, missing_x, missing_y, strict=True)
+            ]
+            same = (missing_x & missing_y) | np.array(equal, dtype=bool)
         if not same.all():
             first = int(np.flatnonzero(~same)[0])
             out.append(
