@@ -21,9 +21,11 @@ both engines must reproduce it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -85,6 +87,14 @@ AS_OF_COLUMNS: dict[str, tuple[str, ...]] = {
     "tickets": ("opened_at", "closed_at"),
 }
 NON_EMPTY: tuple[str, ...] = ("leads", "accounts", "interactions")
+NOT_NULL: tuple[tuple[str, str], ...] = (("leads", "created_at"), ("interactions", "occurred_at"))
+# the first events of the log, where the snapshot grid starts (a usage row closes its week)
+FIRST_EVENTS: tuple[tuple[str, str, int], ...] = (
+    ("leads", "created_at", 0),
+    ("interactions", "occurred_at", 0),
+    ("tickets", "opened_at", 0),
+    ("usage", "date", 7 * 86_400_000_000_000),
+)
 REFERENCES: tuple[tuple[str, str, str, str], ...] = (
     ("interactions", "lead_id", "leads", "lead_id"),
     ("interactions", "account_id", "accounts", "account_id"),
@@ -161,27 +171,61 @@ def load_raw(engine: Engine, source: RawSource) -> dict[str, ir.Table]:
     return out
 
 
-def check_raw(engine: Engine, raw: Mapping[str, ir.Table]) -> None:
-    """Check what the pipeline reads: non-empty tables, times present, every id known.
+def raw_facts(engine: Engine, raw: Mapping[str, ir.Table]) -> dict[str, Any]:
+    """What the checks and the calendar need, one aggregate query per table: row counts,
+    missing times, the latest event times and the first event times (``"table.fact"`` keys)."""
+    wanted: dict[str, dict[str, ir.Scalar]] = defaultdict(dict)
+    for name in NON_EMPTY:
+        wanted[name]["rows"] = raw[name].count()
+    for name, col in NOT_NULL:
+        wanted[name][f"{col}_nulls"] = raw[name][col].isnull().sum()
+    for name, cols in AS_OF_COLUMNS.items():
+        for col in cols:
+            wanted[name][f"{col}_max"] = raw[name][col].max()
+    for name, col, _ in FIRST_EVENTS:
+        wanted[name][f"{col}_min"] = raw[name][col].min()
+    facts: dict[str, Any] = {}
+    for name, aggregates in wanted.items():
+        row = engine.fetch(raw[name].aggregate(**aggregates)).to_pylist()[0]
+        facts |= {f"{name}.{fact}": value for fact, value in row.items()}
+    return facts
+
+
+def check_raw(
+    engine: Engine, raw: Mapping[str, ir.Table], facts: Mapping[str, Any] | None = None
+) -> None:
+    """Check what the pipeline reads: non-empty tables, times present, every id known (one
+    query for all the references).
 
     Raises:
         FeatureInputError: naming the table and column at fault.
     """
+    facts = facts if facts is not None else raw_facts(engine, raw)
     for name in NON_EMPTY:
-        if engine.scalar(raw[name].count()) == 0:
+        if facts[f"{name}.rows"] == 0:
             raise FeatureInputError(f"table '{name}' is empty: nothing to build features from")
-    for name, col in (("leads", "created_at"), ("interactions", "occurred_at")):
-        if engine.scalar(raw[name][col].isnull().sum()):
+    for name, col in NOT_NULL:
+        if facts[f"{name}.{col}_nulls"]:
             raise FeatureInputError(f"{name}.{col} has missing timestamps")
-    for table, col, ref, key in REFERENCES:
-        rows = raw[table].filter(raw[table][col].notnull())
+    counts = []
+    for i, (table, col, ref, key) in enumerate(REFERENCES):
+        rows = present(raw[table], col)
         known = raw[ref].select(known_key=raw[ref][key])
         unknown = rows.anti_join(known, rows[col] == known.known_key)
-        found = engine.fetch(unknown.aggregate(n=unknown.count(), first=unknown[col].min()))
-        n = found.column("n")[0].as_py()
-        if n:
-            first = found.column("first")[0].as_py()
-            raise FeatureInputError(f"{table}.{col} names {n} unknown {ref} (first: {first!r})")
+        counts.append(
+            unknown.aggregate(
+                reference=ibis.literal(i, "int64"),
+                n=unknown.count(),
+                first=unknown[col].cast("string").min(),
+            )
+        )
+    found = sorted(engine.fetch(ibis.union(*counts)).to_pylist(), key=lambda r: r["reference"])
+    for row in found:
+        if row["n"]:
+            table, col, ref, _ = REFERENCES[row["reference"]]
+            raise FeatureInputError(
+                f"{table}.{col} names {row['n']} unknown {ref} (first: {row['first']!r})"
+            )
 
 
 @dataclass(frozen=True)
@@ -200,7 +244,12 @@ class Calendar:
         return self.grid_ns[-1] if self.grid_ns else None
 
 
-def calendar(engine: Engine, raw: Mapping[str, ir.Table], settings: Settings) -> Calendar:
+def calendar(
+    engine: Engine,
+    raw: Mapping[str, ir.Table],
+    settings: Settings,
+    facts: Mapping[str, Any] | None = None,
+) -> Calendar:
     """The as-of time (the latest event time; renewal dates and campaign ends are plans, not
     events) and the snapshot grid: every ``snapshot_frequency_days`` at Monday 00:00 UTC from the
     Monday on or before the first event (lead created, touch, ticket opened, usage week start)
@@ -209,25 +258,22 @@ def calendar(engine: Engine, raw: Mapping[str, ir.Table], settings: Settings) ->
     Raises:
         FeatureInputError: the tables hold no event time.
     """
-    latest: list[int] = []
-    for name, cols in AS_OF_COLUMNS.items():
-        t = raw[name]
-        found = engine.fetch(t.aggregate(**{c: t[c].max() for c in cols}))
-        latest += [found.column(c)[0].as_py() for c in cols]
-    latest = [v for v in latest if v is not None]
+    facts = facts if facts is not None else raw_facts(engine, raw)
+    latest = [
+        facts[f"{name}.{col}_max"]
+        for name, cols in AS_OF_COLUMNS.items()
+        for col in cols
+        if facts[f"{name}.{col}_max"] is not None
+    ]
     if not latest:
         raise FeatureInputError("the raw tables hold no event timestamps")
-    firsts: list[int | None] = []
-    for name, col, shift in (
-        ("leads", "created_at", 0),
-        ("interactions", "occurred_at", 0),
-        ("tickets", "opened_at", 0),
-        ("usage", "date", 7 * NS_PER_DAY),
-    ):
-        value = engine.scalar(raw[name][col].min())
-        firsts.append(None if value is None else int(value) - shift)
+    firsts = [
+        facts[f"{name}.{col}_min"] - shift
+        for name, col, shift in FIRST_EVENTS
+        if facts[f"{name}.{col}_min"] is not None
+    ]
     step = settings.snapshot_frequency_days * NS_PER_DAY
-    first = min(v for v in firsts if v is not None)
+    first = min(firsts)
     start = MONDAY_EPOCH_NS + ((first - MONDAY_EPOCH_NS) // step) * step
     as_of = max(int(v) for v in latest)
     return Calendar(as_of, tuple(range(start, as_of, step)))
@@ -250,11 +296,12 @@ def feature_tables(
     raw: Mapping[str, ir.Table],
     settings: Settings,
     creation_rows: bool = True,
+    facts: Mapping[str, Any] | None = None,
 ) -> FeatureTables:
     """The five tables ``crm-intel features build`` writes, as expressions on ``engine``:
     ``lead_features``, ``account_features``, ``content_features``, ``lead_labels`` and
     ``account_labels`` (each with its key and ``t_ns``; see the feature modules)."""
-    cal = calendar(engine, raw, settings)
+    cal = calendar(engine, raw, settings, facts)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
     titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
@@ -373,8 +420,9 @@ def build_frames(
     engine = engine or DuckDBEngine()
     try:
         raw = load_raw(engine, source)
-        check_raw(engine, raw)
-        built = feature_tables(engine, raw, settings, creation_rows)
+        facts = raw_facts(engine, raw)
+        check_raw(engine, raw, facts)
+        built = feature_tables(engine, raw, settings, creation_rows, facts)
         return {n: _frame(engine, built.tables[n], n, built.keys[n]) for n in names}
     finally:
         if own:

@@ -46,6 +46,7 @@ from features.pipeline import (
     check_raw,
     feature_tables,
     load_raw,
+    raw_facts,
     read_raw_frames,
     write_table,
 )
@@ -190,8 +191,9 @@ def build(
     try:
         raw = load_raw(engine, source)
         progress("checking raw tables")
-        check_raw(engine, raw)
-        built = feature_tables(engine, raw, settings, creation_rows=True)
+        facts = raw_facts(engine, raw)
+        check_raw(engine, raw, facts)
+        built = feature_tables(engine, raw, settings, creation_rows=True, facts=facts)
         with atomic_dir(settings.features_dir) as tmp:
             for name, expr in built.tables.items():
                 progress(name.replace("_", " "))
