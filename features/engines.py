@@ -197,7 +197,7 @@ class SparkEngine(Engine):
         return self._view(frame, path.stem)
 
     def from_arrow(self, table: pa.Table) -> ir.Table:
-        frame = self.session.createDataFrame(table.to_pandas())
+        frame = self.session.createDataFrame(table)  # Arrow types kept (no pandas round trip)
         return self._view(frame, "memory")
 
     def _view(self, frame: Any, stem: str) -> ir.Table:
