@@ -105,8 +105,13 @@ class Engine(ABC):
         return value.as_py() if isinstance(value, pa.Scalar) else value
 
     @abstractmethod
+    def release(self) -> None:
+        """Drop the tables this engine staged for a build (the connection stays open)."""
+
     def close(self) -> None:
-        """Release what this engine holds (temporary views, the DuckDB connection)."""
+        """Release the staged tables and the connection (a Spark session stays: it is the
+        process's)."""
+        self.release()
 
     @staticmethod
     def schema_of(path: Path) -> pa.Schema:
@@ -134,6 +139,8 @@ class DuckDBEngine(Engine):
         config["disabled_optimizers"] = "join_filter_pushdown"
         self.con = ibis.duckdb.connect(**config)
         self.con.raw_sql("SET enable_progress_bar = false")  # the build reports its own progress
+        self._tables: list[str] = []
+        self._registered: list[str] = []
 
     def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
         # DuckDB 1.x reads a Parquet nanosecond timestamp as microseconds (it drops the last three
@@ -153,9 +160,11 @@ class DuckDBEngine(Engine):
         try:
             source = self.con.table(view)
             scaled = {c: source[c] * units[c] for c in columns if c in units and units[c] != 1}
+            name = _view_name(path.stem)
             staged = self.con.create_table(
-                _view_name(path.stem), source.mutate(**scaled) if scaled else source, temp=True
+                name, source.mutate(**scaled) if scaled else source, temp=True
             )
+            self._tables.append(name)
         finally:
             self.con.con.unregister(view)
         return staged
@@ -165,9 +174,19 @@ class DuckDBEngine(Engine):
         # so a compiled query (a profile, an EXPLAIN) could not name them
         name = _view_name("memory")
         self.con.con.register(name, table)
+        self._registered.append(name)
         return self.con.table(name)
 
+    def release(self) -> None:
+        for name in self._tables:  # (Ibis's drop_table emits SQL this sqlglot cannot end)
+            self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
+        for name in self._registered:
+            self.con.con.unregister(name)
+        self._tables.clear()
+        self._registered.clear()
+
     def close(self) -> None:
+        self.release()
         self.con.disconnect()
 
 
@@ -183,6 +202,7 @@ class SparkEngine(Engine):
         self.session = spark_session(settings, conf)
         self.con = ibis.pyspark.connect(self.session)
         self._views: list[str] = []
+        self._frames: list[Any] = []
 
     def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
         from pyspark.sql import functions as F
@@ -201,9 +221,15 @@ class SparkEngine(Engine):
         return self._view(frame, "memory")
 
     def _view(self, frame: Any, stem: str) -> ir.Table:
+        from pyspark import StorageLevel
+
+        # each raw table is read by several of the pipeline's queries: Spark keeps it after the
+        # first (in memory, spilling to disk) instead of reading the Parquet again each time
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         name = _view_name(stem)
         frame.createOrReplaceTempView(name)
         self._views.append(name)
+        self._frames.append(frame)
         return self.con.table(name)
 
     def batches(self, expr: ir.Table, rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
@@ -219,10 +245,13 @@ class SparkEngine(Engine):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def close(self) -> None:
+    def release(self) -> None:
         for name in self._views:
             self.session.catalog.dropTempView(name)
+        for frame in self._frames:
+            frame.unpersist()
         self._views.clear()
+        self._frames.clear()
 
 
 def engine_for(settings: Settings, conf: Mapping[str, str] | None = None) -> Engine:

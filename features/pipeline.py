@@ -342,7 +342,7 @@ def _stored_schema(name: str, key: str) -> pa.Schema:
     schema = pa.schema(fields)
     if name not in ("account_features", "content_features"):
         return schema
-    empty = pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})  # type: ignore[call-overload]
+    empty = pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})
     return schema.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
 
 
@@ -427,6 +427,8 @@ def build_frames(
     finally:
         if own:
             engine.close()
+        else:
+            engine.release()
 
 
 def build_lead_features(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:

@@ -221,6 +221,8 @@ def build(
     finally:
         if own:
             engine.close()
+        else:
+            engine.release()
     return counts
 
 
