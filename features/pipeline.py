@@ -282,11 +282,31 @@ def calendar(
 # ------------------------------------------------------------------------------------ tables
 
 
+def lead_parts(raw: Mapping[str, ir.Table], parts: int) -> list[dict[str, ir.Table]]:
+    """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
+    with those leads' touches: lead features and labels are built part by part, so that the
+    join of every lead row to its earlier touches never holds more than one part's."""
+    if parts <= 1:
+        return [dict(raw)]
+    def part_of(lead_id: ir.StringValue) -> ir.IntegerValue:
+        return (lead_id.hash() % parts + parts) % parts  # a hash may be negative
+
+    out = []
+    for i in range(parts):
+        part = dict(raw)
+        leads, touches = raw["leads"], raw["interactions"]
+        part["leads"] = leads.filter(part_of(leads.lead_id) == i)
+        part["interactions"] = touches.filter(part_of(touches.lead_id) == i)
+        out.append(part)
+    return out
+
+
 @dataclass
 class FeatureTables:
-    """The expressions of every feature and label table of one raw source."""
+    """The expressions of every feature and label table of one raw source (the lead tables in
+    parts, see :func:`lead_parts`)."""
 
-    tables: dict[str, ir.Table]
+    tables: dict[str, list[ir.Table]]
     keys: dict[str, str]
     calendar: Calendar
 
@@ -301,19 +321,23 @@ def feature_tables(
     """The five tables ``crm-intel features build`` writes, as expressions on ``engine``:
     ``lead_features``, ``account_features``, ``content_features``, ``lead_labels`` and
     ``account_labels`` (each with its key and ``t_ns``; see the feature modules)."""
+    facts = facts if facts is not None else raw_facts(engine, raw)
     cal = calendar(engine, raw, settings, facts)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
     titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
-    leads = lead_rows(raw, grid, cal.last_snapshot_ns, settings, creation_rows)
     accounts = account_rows(raw, grid)
-    tables = {
-        "lead_features": lead_features(raw, leads, titles, settings),
-        "account_features": account_features(raw, accounts),
-        "content_features": content_features(raw, grid),
-        "lead_labels": lead_label_rows(raw, leads, cal.as_of_ns, settings),
-        "account_labels": account_label_rows(accounts, cal.as_of_ns, settings),
+    tables: dict[str, list[ir.Table]] = {
+        "lead_features": [],
+        "account_features": [account_features(raw, accounts)],
+        "content_features": [content_features(raw, grid)],
+        "lead_labels": [],
+        "account_labels": [account_label_rows(accounts, cal.as_of_ns, settings)],
     }
+    for part in lead_parts(raw, engine.lead_parts(facts["interactions.rows"])):
+        leads = lead_rows(part, grid, cal.last_snapshot_ns, settings, creation_rows)
+        tables["lead_features"].append(lead_features(part, leads, titles, settings))
+        tables["lead_labels"].append(lead_label_rows(part, leads, cal.as_of_ns, settings))
     keys = {
         "lead_features": "lead_id",
         "account_features": "account_id",
@@ -363,17 +387,17 @@ def _as_stored(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordB
 
 
 def stored_batches(
-    engine: Engine, expr: ir.Table, name: str, key: str, rows: int = BATCH_ROWS
+    engine: Engine, parts: list[ir.Table], name: str, key: str, rows: int = BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """The rows of one table as stored, ordered by key then time."""
+    """The rows of one table as stored, part by part, each ordered by key then time."""
     schema = _stored_schema(name, key)
-    ordered = expr.order_by([key, TIME])
-    for batch in engine.batches(ordered, rows):
-        if batch.num_rows:
-            yield _as_stored(batch, schema, key)
+    for expr in parts:
+        for batch in engine.batches(expr.order_by([key, TIME]), rows):
+            if batch.num_rows:
+                yield _as_stored(batch, schema, key)
 
 
-def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path) -> int:
+def write_table(engine: Engine, parts: list[ir.Table], name: str, key: str, path: Path) -> int:
     """Stream one table into the Parquet file ``path`` (the caller's temp directory).
 
     Returns:
@@ -382,7 +406,7 @@ def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path)
     schema = _stored_schema(name, key)
     rows = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in stored_batches(engine, expr, name, key):
+        for batch in stored_batches(engine, parts, name, key):
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
@@ -391,9 +415,9 @@ def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path)
 # ---------------------------------------------------------------------- in-memory (tests, CLI)
 
 
-def _frame(engine: Engine, expr: ir.Table, name: str, key: str) -> pd.DataFrame:
+def _frame(engine: Engine, parts: list[ir.Table], name: str, key: str) -> pd.DataFrame:
     schema = _stored_schema(name, key)
-    batches = list(stored_batches(engine, expr, name, key))
+    batches = list(stored_batches(engine, parts, name, key))
     table = pa.Table.from_batches(batches, schema=schema)
     frame = table.to_pandas()
     for field in schema:

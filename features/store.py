@@ -195,10 +195,10 @@ def build(
         check_raw(engine, raw, facts)
         built = feature_tables(engine, raw, settings, creation_rows=True, facts=facts)
         with atomic_dir(settings.features_dir) as tmp:
-            for name, expr in built.tables.items():
+            for name, parts in built.tables.items():
                 progress(name.replace("_", " "))
                 path = tmp / f"{name}.parquet"
-                counts[name] = write_table(engine, expr, name, built.keys[name], path)
+                counts[name] = write_table(engine, parts, name, built.keys[name], path)
                 if name == "lead_features" and counts[name] == 0:
                     raise FeatureInputError(
                         "no lead is open at any snapshot: no lead features to build"
