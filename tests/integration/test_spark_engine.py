@@ -87,7 +87,7 @@ def test_on_spark_training_rows_equal_features_known_at_their_time(
         check_training_rows_equal_features_known_at_their_time(
             spark_built, small_sim.tables, 2, spark
         )
-        > 300
+        > 100
     )
 
 
