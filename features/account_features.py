@@ -19,18 +19,19 @@ from collections.abc import Mapping
 import ibis
 import ibis.expr.types as ir
 
+from crm.settings import Settings
 from features.as_of import (
     MS_PER_DAY,
     NS_PER_DAY,
     TIME,
     Measure,
     f32,
+    present,
     ratio,
     up_to_ms,
     whole_ms,
     windowed,
 )
-from crm.settings import Settings
 from features.schema import (
     ACCOUNT_CATEGORICAL,
     ACCOUNT_NUMERIC,
@@ -50,7 +51,7 @@ def account_rows(raw: Tables, grid: ir.Table) -> ir.Table:
     then seats, then plan (the pandas pipeline took the later row of the table; a table has no
     row order on a cluster).
     """
-    subs = raw["subscriptions"].filter(ibis._.account_id.notnull())
+    subs = present(raw["subscriptions"], "account_id")
     pairs = subs.cross_join(grid)
     pairs = pairs.filter(
         pairs.start < pairs.g_ns, pairs.cancelled_at.isnull() | (pairs.g_ns < pairs.cancelled_at)
@@ -83,14 +84,14 @@ def _account_events(raw: Tables) -> ir.Table:
         columns = {k: values.get(k, ibis.literal(0.0)).cast("float64") for k in kinds}
         return table.select("account_id", t_ns=up_to_ms(at), **columns)
 
-    usage = raw["usage"].filter(ibis._.account_id.notnull())
-    tickets = raw["tickets"].filter(ibis._.account_id.notnull())
+    usage = present(raw["usage"], "account_id")
+    tickets = present(raw["tickets"], "account_id")
     opened_ms = whole_ms(up_to_ms(tickets.opened_at))
     closed = tickets.filter(tickets.closed_at.notnull())
     rated = closed.filter(closed.satisfaction.notnull())
-    opps = raw["opportunities"].filter(ibis._.account_id.notnull())
+    opps = present(raw["opportunities"], "account_id")
     won = opps.filter(opps.won.fill_null(False) & opps.closed_at.notnull())
-    inter = raw["interactions"].filter(ibis._.account_id.notnull())
+    inter = present(raw["interactions"], "account_id")
     one = ibis.literal(1.0)
     return ibis.union(
         stream(
@@ -148,22 +149,20 @@ def _trend(now: ir.FloatingValue, before: ir.FloatingValue) -> ir.FloatingValue:
 def rfm_segment(recency_days: ir.FloatingValue, frequency: ir.FloatingValue) -> ir.StringValue:
     """Rule-based RFM segment (fixed thresholds, so a segment means the same thing every week)."""
     has = frequency > 0
-    return (
-        ibis.cases(
-            (has & (frequency >= 2) & (recency_days <= 90), "champion"),
-            (has & (frequency >= 2) & (recency_days <= 365), "loyal"),
-            (has & (recency_days <= 180), "recent"),
-            (has & (recency_days > 180) & (recency_days <= 365), "at_risk"),
-            (has & (recency_days > 365), "lapsed"),
-            else_="no_deals",
-        )
+    return ibis.cases(
+        (has & (frequency >= 2) & (recency_days <= 90), "champion"),
+        (has & (frequency >= 2) & (recency_days <= 365), "loyal"),
+        (has & (recency_days <= 180), "recent"),
+        (has & (recency_days > 180) & (recency_days <= 365), "at_risk"),
+        (has & (recency_days > 365), "lapsed"),
+        else_="no_deals",
     )
 
 
 def account_features(raw: Tables, rows: ir.Table) -> ir.Table:
     """Account features of ``rows`` (:func:`account_rows`): ``account_id``, ``t_ns``,
     :data:`features.schema.ACCOUNT_NUMERIC` (float32) and ``ACCOUNT_CATEGORICAL``."""
-    subs = raw["subscriptions"].filter(ibis._.account_id.notnull())
+    subs = present(raw["subscriptions"], "account_id")
     first_start = subs.group_by("account_id").agg(first_start=subs.start.min())
     sums = windowed(rows.select("account_id", TIME), "account_id", _account_events(raw),
                     ACCOUNT_MEASURES)  # fmt: skip
@@ -236,13 +235,14 @@ def account_labels(rows: ir.Table, as_of_ns: int, settings: Settings) -> ir.Tabl
 
 def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
     """Content reach and conversions among engaged leads at every snapshot after publication:
-    ``content_id``, ``t_ns``, :data:`features.schema.CONTENT_NUMERIC` and ``CONTENT_CATEGORICAL``."""
+    ``content_id``, ``t_ns``, :data:`features.schema.CONTENT_NUMERIC` and
+    ``CONTENT_CATEGORICAL``."""
     content = raw["content"]
     pairs = content.cross_join(grid)
     rows = pairs.filter(pairs.published_at < pairs.g_ns).select(
-        "content_id", "published_at", "type", "topic", t_ns=ibis._.g_ns
+        "content_id", "published_at", "type", "topic", t_ns=pairs.g_ns
     )
-    inter = raw["interactions"].filter(ibis._.content_id.notnull())
+    inter = present(raw["interactions"], "content_id")
     reach = inter.select("content_id", t_ns=up_to_ms(inter.occurred_at), reach=ibis.literal(1.0))
     engaged = inter.filter(inter.lead_id.notnull())
     first = engaged.group_by(["content_id", "lead_id"]).agg(first=engaged.occurred_at.min())
@@ -280,4 +280,3 @@ def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
     categorical = {"content_type": d.type.cast("string"), "topic": d.topic.cast("string")}
     assert tuple(out) == CONTENT_NUMERIC and tuple(categorical) == CONTENT_CATEGORICAL
     return d.select("content_id", TIME, **out, **categorical)
-

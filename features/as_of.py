@@ -48,6 +48,11 @@ def whole_ms(ns: ir.IntegerValue) -> ir.IntegerValue:
     return (ns / NS_PER_MS).round().cast("int64")
 
 
+def present(table: ir.Table, column: str) -> ir.Table:
+    """The rows of ``table`` where ``column`` is not missing."""
+    return table.filter(table[column].notnull())
+
+
 def f32(value: ir.NumericValue) -> ir.FloatingValue:
     """A feature value as stored: single precision (computed in double, rounded once)."""
     return value.cast("float32")
@@ -64,15 +69,18 @@ class Measure:
 
     Attributes:
         name: the output column.
-        column: the event column it reads (an indicator or an amount; 0 on probe rows).
+        column: the event column it reads (an indicator, an amount or a category).
         days: the window ``(t − days, t]``; ``None``: every event at or before ``t``.
-        last: the time (ns) of the latest event with ``column > 0`` instead of a sum.
+        last: the time (ns) of the latest event it counts instead of a sum.
+        equals: count the events whose ``column`` equals this category (the events carry their
+            categories once, not one indicator column per category: less to join and move).
     """
 
     name: str
     column: str
     days: int | None = None
     last: bool = False
+    equals: str | None = None
 
 
 def windowed(
@@ -99,14 +107,15 @@ def windowed(
         times int64 ns, missing without events).
     """
     columns = sorted({m.column for m in measures})
-    stream = events.select(
-        ev_key=events[key], ev_t=events[TIME], **{c: events[c].cast("float64") for c in columns}
-    )
+    stream = events.select(ev_key=events[key], ev_t=events[TIME], **{c: events[c] for c in columns})
     rows = probes.select(key, TIME)
     joined = rows.left_join(stream, [rows[key] == stream.ev_key, stream.ev_t <= rows[TIME]])
     out: dict[str, ir.Value] = {}
     for measure in measures:
         value = joined[measure.column]
+        if measure.equals is not None:
+            value = value == measure.equals
+        value = value.cast("float64")
         if measure.days is not None:
             since = joined[TIME] - (measure.days * NS_PER_DAY)
             value = ibis.ifelse(joined.ev_t > since, value, 0.0)

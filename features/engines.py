@@ -12,7 +12,8 @@ the result back as Arrow record batches. ``CRM_INTEL_ENGINE`` (``--engine``) cho
 Both engines see every raw time column as int64 nanoseconds since the epoch (UTC), never as an
 engine timestamp: DuckDB 1.x and Spark keep microseconds only, and a touch one nanosecond after a
 snapshot must stay after it (the pandas pipeline's rule, which the leakage tests check).
-Raw tables are Parquet files or folders of Parquet files (``raw/interactions.parquet/part-*.parquet``).
+Raw tables are Parquet files or folders of Parquet files
+(``raw/interactions.parquet/part-*.parquet``).
 """
 
 from __future__ import annotations
@@ -103,8 +104,19 @@ class Engine(ABC):
         value = self.con.to_pyarrow(expr)
         return value.as_py() if isinstance(value, pa.Scalar) else value
 
+    def lead_parts(self, interactions: int) -> int:
+        """In how many parts to build the lead tables of a CRM with this many interactions
+        (:func:`features.pipeline.lead_parts`): one, unless the engine says otherwise."""
+        return 1
+
+    @abstractmethod
+    def release(self) -> None:
+        """Drop the tables this engine staged for a build (the connection stays open)."""
+
     def close(self) -> None:
-        """Release what this engine holds (temporary views, the DuckDB connection)."""
+        """Release the staged tables and the connection (a Spark session stays: it is the
+        process's)."""
+        self.release()
 
     @staticmethod
     def schema_of(path: Path) -> pa.Schema:
@@ -116,6 +128,12 @@ class DuckDBEngine(Engine):
     """DuckDB in this process, out-of-core under ``temp_dir``."""
 
     name = "duckdb"
+    # interactions per part of the lead tables: each lead row joins its lead's earlier touches
+    # (about 20 per touch on the demo CRM), so a part of 2.5 M touches aggregates ~50 M pairs
+    PART_INTERACTIONS = 2_500_000
+
+    def lead_parts(self, interactions: int) -> int:
+        return max(1, -(-interactions // self.PART_INTERACTIONS))
 
     def __init__(self, temp_dir: Path | None = None, memory_limit: str | None = None):
         config: dict[str, Any] = {}
@@ -131,6 +149,9 @@ class DuckDBEngine(Engine):
         # (see read_parquet) pyarrow would compare it with the stored timestamps and fail
         config["disabled_optimizers"] = "join_filter_pushdown"
         self.con = ibis.duckdb.connect(**config)
+        self.con.raw_sql("SET enable_progress_bar = false")  # the build reports its own progress
+        self._tables: list[str] = []
+        self._registered: list[str] = []
 
     def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
         # DuckDB 1.x reads a Parquet nanosecond timestamp as microseconds (it drops the last three
@@ -150,9 +171,11 @@ class DuckDBEngine(Engine):
         try:
             source = self.con.table(view)
             scaled = {c: source[c] * units[c] for c in columns if c in units and units[c] != 1}
+            name = _view_name(path.stem)
             staged = self.con.create_table(
-                _view_name(path.stem), source.mutate(**scaled) if scaled else source, temp=True
+                name, source.mutate(**scaled) if scaled else source, temp=True
             )
+            self._tables.append(name)
         finally:
             self.con.con.unregister(view)
         return staged
@@ -162,9 +185,19 @@ class DuckDBEngine(Engine):
         # so a compiled query (a profile, an EXPLAIN) could not name them
         name = _view_name("memory")
         self.con.con.register(name, table)
+        self._registered.append(name)
         return self.con.table(name)
 
+    def release(self) -> None:
+        for name in self._tables:  # (Ibis's drop_table emits SQL this sqlglot cannot end)
+            self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
+        for name in self._registered:
+            self.con.con.unregister(name)
+        self._tables.clear()
+        self._registered.clear()
+
     def close(self) -> None:
+        self.release()
         self.con.disconnect()
 
 
@@ -173,15 +206,14 @@ class SparkEngine(Engine):
 
     name = "spark"
 
-    def __init__(
-        self, settings: Settings, scratch: Path, conf: Mapping[str, str] | None = None
-    ):
+    def __init__(self, settings: Settings, scratch: Path, conf: Mapping[str, str] | None = None):
         from features.spark_session import spark_session
 
         self.scratch = scratch
         self.session = spark_session(settings, conf)
         self.con = ibis.pyspark.connect(self.session)
         self._views: list[str] = []
+        self._frames: list[Any] = []
 
     def read_parquet(self, path: Path, columns: list[str]) -> ir.Table:
         from pyspark.sql import functions as F
@@ -196,13 +228,19 @@ class SparkEngine(Engine):
         return self._view(frame, path.stem)
 
     def from_arrow(self, table: pa.Table) -> ir.Table:
-        frame = self.session.createDataFrame(table.to_pandas())
+        frame = self.session.createDataFrame(table)  # Arrow types kept (no pandas round trip)
         return self._view(frame, "memory")
 
     def _view(self, frame: Any, stem: str) -> ir.Table:
+        from pyspark import StorageLevel
+
+        # each raw table is read by several of the pipeline's queries: Spark keeps it after the
+        # first (in memory, spilling to disk) instead of reading the Parquet again each time
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         name = _view_name(stem)
         frame.createOrReplaceTempView(name)
         self._views.append(name)
+        self._frames.append(frame)
         return self.con.table(name)
 
     def batches(self, expr: ir.Table, rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
@@ -218,10 +256,13 @@ class SparkEngine(Engine):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def close(self) -> None:
+    def release(self) -> None:
         for name in self._views:
             self.session.catalog.dropTempView(name)
+        for frame in self._frames:
+            frame.unpersist()
         self._views.clear()
+        self._frames.clear()
 
 
 def engine_for(settings: Settings, conf: Mapping[str, str] | None = None) -> Engine:

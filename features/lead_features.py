@@ -29,6 +29,7 @@ from features.as_of import (
     TIME,
     Measure,
     f32,
+    present,
     ratio,
     up_to,
     up_to_ms,
@@ -42,7 +43,11 @@ Tables = Mapping[str, ir.Table]
 
 
 def lead_rows(
-    raw: Tables, grid: ir.Table, last_snapshot_ns: int | None, settings: Settings, creation_rows: bool
+    raw: Tables,
+    grid: ir.Table,
+    last_snapshot_ns: int | None,
+    settings: Settings,
+    creation_rows: bool,
 ) -> ir.Table:
     """``lead_id``, ``t_ns`` of every lead feature row (see the module docstring)."""
     leads = raw["leads"]
@@ -69,58 +74,61 @@ def _touch_events(raw: Tables) -> ir.Table:
     touched = inter.filter(inter.lead_id.notnull())
     kinds = content.select(c_id="content_id", c_type="type", c_topic="topic")
     typed = touched.left_join(kinds, touched.content_id == kinds.c_id)
-    indicators: dict[str, ir.Value] = {"touch": ibis.literal(1.0)}
-    for i, channel in enumerate(CHANNELS):
-        indicators[f"ch{i}"] = (typed.channel == channel).cast("float64")
-    for i, kind in enumerate(INTERACTION_TYPES):
-        indicators[f"ty{i}"] = (typed.type == kind).cast("float64")
-    for i, kind in enumerate(CONTENT_TYPES):
-        indicators[f"ct{i}"] = (typed.c_type == kind).fill_null(False).cast("float64")
-    indicators["high"] = typed.type.isin(HIGH_INTENT_TYPES).cast("float64")
-    touches = typed.select("lead_id", t_ns=up_to_ms(typed.occurred_at), **indicators)
+    touches = typed.select(
+        "lead_id",
+        "channel",
+        "type",
+        "c_type",
+        t_ns=up_to_ms(typed.occurred_at),
+        touch=ibis.literal(1.0),
+        high=typed.type.isin(HIGH_INTENT_TYPES).cast("float64"),
+        first_content=ibis.literal(0.0),
+        first_topic=ibis.literal(0.0),
+    )
     with_content = typed.filter(typed.c_id.notnull())
     first_content = with_content.group_by(["lead_id", "content_id"]).agg(
         first=with_content.occurred_at.min()
     )
     with_topic = with_content.filter(with_content.c_topic.notnull())
-    first_topic = with_topic.group_by(["lead_id", "c_topic"]).agg(first=with_topic.occurred_at.min())
-    zeros = {name: ibis.literal(0.0) for name in indicators}
+    first_topic = with_topic.group_by(["lead_id", "c_topic"]).agg(
+        first=with_topic.occurred_at.min()
+    )
+    none = ibis.null("string")
+    zero, one = ibis.literal(0.0), ibis.literal(1.0)
+
+    def first_touches(table: ir.Table, is_content: bool) -> ir.Table:
+        return table.select(
+            "lead_id",
+            channel=none,
+            type=none,
+            c_type=none,
+            t_ns=up_to_ms(table["first"]),
+            touch=zero,
+            high=zero,
+            first_content=one if is_content else zero,
+            first_topic=zero if is_content else one,
+        )
+
     return ibis.union(
-        touches.mutate(first_content=ibis.literal(0.0), first_topic=ibis.literal(0.0)),
-        first_content.select(
-            "lead_id",
-            t_ns=up_to_ms(first_content["first"]),
-            **zeros,
-            first_content=ibis.literal(1.0),
-            first_topic=ibis.literal(0.0),
-        ),
-        first_topic.select(
-            "lead_id",
-            t_ns=up_to_ms(first_topic["first"]),
-            **zeros,
-            first_content=ibis.literal(0.0),
-            first_topic=ibis.literal(1.0),
-        ),
+        touches, first_touches(first_content, True), first_touches(first_topic, False)
     )
 
 
 def _touch_measures() -> list[Measure]:
     measures = [Measure(f"touches_{w}d", "touch", w) for w in LEAD_WINDOWS_DAYS]
-    measures += [Measure(f"touches_{c}_90d", f"ch{i}", 90) for i, c in enumerate(CHANNELS)]
+    measures += [Measure(f"touches_{c}_90d", "channel", 90, equals=c) for c in CHANNELS]
     for w in (30, 90):
-        measures += [
-            Measure(f"touches_{t}_{w}d", f"ty{i}", w) for i, t in enumerate(INTERACTION_TYPES)
-        ]
+        measures += [Measure(f"touches_{t}_{w}d", "type", w, equals=t) for t in INTERACTION_TYPES]
     measures += [
         Measure("last_touch", "touch", last=True),
         Measure("last_high_intent", "high", last=True),
         Measure("touches_14d", "touch", 14),
         Measure("touches_28d", "touch", 28),
-        *(Measure(f"content_{c}_touches", f"ct{i}") for i, c in enumerate(CONTENT_TYPES)),
+        *(Measure(f"content_{c}_touches", "c_type", equals=c) for c in CONTENT_TYPES),
         Measure("distinct_content", "first_content"),
         Measure("distinct_topics", "first_topic"),
-        Measure("calls_total", f"ty{INTERACTION_TYPES.index('call')}"),
-        Measure("meetings_total", f"ty{INTERACTION_TYPES.index('meeting')}"),
+        Measure("calls_total", "type", equals="call"),
+        Measure("meetings_total", "type", equals="meeting"),
     ]
     return measures
 
@@ -128,7 +136,7 @@ def _touch_measures() -> list[Measure]:
 def _customer_accounts(raw: Tables, rows: ir.Table) -> ir.Table:
     """``account_id``, ``t_ns``, ``live``: the account's subscriptions started and not cancelled
     at ``t``, for each (account, time) of ``rows``."""
-    subs = raw["subscriptions"].filter(ibis._.account_id.notnull())
+    subs = present(raw["subscriptions"], "account_id")
     starts = subs.select("account_id", t_ns=up_to_ms(subs.start), change=ibis.literal(1.0))
     ends = subs.filter(subs.cancelled_at.notnull())
     ends = ends.select("account_id", t_ns=up_to_ms(ends.cancelled_at), change=ibis.literal(-1.0))
@@ -150,9 +158,7 @@ def title_readings(distinct_titles: pa.Table) -> pa.Table:
     )
 
 
-def lead_features(
-    raw: Tables, rows: ir.Table, titles: ir.Table, settings: Settings
-) -> ir.Table:
+def lead_features(raw: Tables, rows: ir.Table, titles: ir.Table, settings: Settings) -> ir.Table:
     """Lead features of ``rows`` (:func:`lead_rows`): ``lead_id``, ``t_ns`` and
     :data:`features.schema.LEAD_NUMERIC` (float32) + :data:`features.schema.LEAD_CATEGORICAL`.
 
@@ -189,9 +195,7 @@ def lead_features(
     d = described
     t_ms = (d.t_ns / NS_PER_MS).round().cast("int64").cast("float64")
     out: dict[str, ir.Value] = {
-        "days_since_created": f32(
-            (t_ms - d.created_at.cast("float64") / NS_PER_MS) / MS_PER_DAY
-        ),
+        "days_since_created": f32((t_ms - d.created_at.cast("float64") / NS_PER_MS) / MS_PER_DAY),
     }
     for w in LEAD_WINDOWS_DAYS:
         out[f"touches_{w}d"] = f32(d[f"touches_{w}d"])
@@ -234,7 +238,4 @@ def lead_labels(raw: Tables, rows: ir.Table, as_of_ns: int, settings: Settings) 
     d = rows.join(leads, rows.lead_id == leads.l_id)
     happened = d.conv.notnull() & (d.conv > d.t_ns) & (d.conv <= d.t_ns + window)
     labelled = d.t_ns + window <= as_of_ns
-    return d.select(
-        "lead_id", TIME, label=ibis.ifelse(labelled, happened.cast("int64"), None)
-    )
-
+    return d.select("lead_id", TIME, label=ibis.ifelse(labelled, happened.cast("int64"), None))

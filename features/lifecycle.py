@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.schema import ACCOUNT_STATUS_FIELDS, LEAD_STATUS_FIELDS
@@ -31,8 +32,8 @@ ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 def read_lead_status(raw_dir: Path) -> pd.DataFrame | None:
     """``lead_id`` and the CRM's ``status`` from ``raw/leads.parquet``; None when the table has
     no ``status`` column (then conversion alone decides)."""
-    path = Path(raw_dir) / "leads.parquet"
-    if "status" not in pq.read_schema(path).names:
+    path = Path(raw_dir) / "leads.parquet"  # a file, or a folder of Parquet parts
+    if "status" not in ds.dataset(path, format="parquet").schema.names:
         return None
     frame = pq.read_table(path, columns=["lead_id", "status"]).to_pandas()
     return frame.astype({"lead_id": "string[pyarrow]", "status": "string[pyarrow]"})

@@ -41,7 +41,7 @@ def merge_duplicate_leads(
     docstring). The input tables are not changed.
 
     Args:
-        tables: contract tables (as :func:`features.pipeline.read_feature_tables` reads them).
+        tables: contract tables (as :func:`features.pipeline.read_raw_frames` reads them).
         duplicates: ``lead_id`` and ``survivor_lead_id`` (``crm-intel dedupe leads``' output).
     """
     leads = tables["leads"]

@@ -21,9 +21,11 @@ both engines must reproduce it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -34,15 +36,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crm.settings import Settings
-from features.account_features import (
-    account_features,
-    account_labels,
-    account_rows,
-    content_features,
-)
-from features.as_of import NS_PER_DAY, TIME
+from features.account_features import account_features, account_rows, content_features
+from features.account_features import account_labels as account_label_rows
+from features.as_of import NS_PER_DAY, TIME, present
 from features.engines import DuckDBEngine, Engine, frame_as_arrow
-from features.lead_features import lead_features, lead_labels, lead_rows, title_readings
+from features.lead_features import lead_features, lead_rows, title_readings
+from features.lead_features import lead_labels as lead_label_rows
 from features.schema import ENTITIES
 
 MONDAY_EPOCH_NS = pd.Timestamp("2024-01-01", tz="UTC").value  # any Monday 00:00 UTC
@@ -88,6 +87,14 @@ AS_OF_COLUMNS: dict[str, tuple[str, ...]] = {
     "tickets": ("opened_at", "closed_at"),
 }
 NON_EMPTY: tuple[str, ...] = ("leads", "accounts", "interactions")
+NOT_NULL: tuple[tuple[str, str], ...] = (("leads", "created_at"), ("interactions", "occurred_at"))
+# the first events of the log, where the snapshot grid starts (a usage row closes its week)
+FIRST_EVENTS: tuple[tuple[str, str, int], ...] = (
+    ("leads", "created_at", 0),
+    ("interactions", "occurred_at", 0),
+    ("tickets", "opened_at", 0),
+    ("usage", "date", 7 * 86_400_000_000_000),
+)
 REFERENCES: tuple[tuple[str, str, str, str], ...] = (
     ("interactions", "lead_id", "leads", "lead_id"),
     ("interactions", "account_id", "accounts", "account_id"),
@@ -164,27 +171,61 @@ def load_raw(engine: Engine, source: RawSource) -> dict[str, ir.Table]:
     return out
 
 
-def check_raw(engine: Engine, raw: Mapping[str, ir.Table]) -> None:
-    """Check what the pipeline reads: non-empty tables, times present, every id known.
+def raw_facts(engine: Engine, raw: Mapping[str, ir.Table]) -> dict[str, Any]:
+    """What the checks and the calendar need, one aggregate query per table: row counts,
+    missing times, the latest event times and the first event times (``"table.fact"`` keys)."""
+    wanted: dict[str, dict[str, ir.Scalar]] = defaultdict(dict)
+    for name in NON_EMPTY:
+        wanted[name]["rows"] = raw[name].count()
+    for name, col in NOT_NULL:
+        wanted[name][f"{col}_nulls"] = raw[name][col].isnull().sum()
+    for name, cols in AS_OF_COLUMNS.items():
+        for col in cols:
+            wanted[name][f"{col}_max"] = raw[name][col].max()
+    for name, col, _ in FIRST_EVENTS:
+        wanted[name][f"{col}_min"] = raw[name][col].min()
+    facts: dict[str, Any] = {}
+    for name, aggregates in wanted.items():
+        row = engine.fetch(raw[name].aggregate(**aggregates)).to_pylist()[0]
+        facts |= {f"{name}.{fact}": value for fact, value in row.items()}
+    return facts
+
+
+def check_raw(
+    engine: Engine, raw: Mapping[str, ir.Table], facts: Mapping[str, Any] | None = None
+) -> None:
+    """Check what the pipeline reads: non-empty tables, times present, every id known (one
+    query for all the references).
 
     Raises:
         FeatureInputError: naming the table and column at fault.
     """
+    facts = facts if facts is not None else raw_facts(engine, raw)
     for name in NON_EMPTY:
-        if engine.scalar(raw[name].count()) == 0:
+        if facts[f"{name}.rows"] == 0:
             raise FeatureInputError(f"table '{name}' is empty: nothing to build features from")
-    for name, col in (("leads", "created_at"), ("interactions", "occurred_at")):
-        if engine.scalar(raw[name][col].isnull().sum()):
+    for name, col in NOT_NULL:
+        if facts[f"{name}.{col}_nulls"]:
             raise FeatureInputError(f"{name}.{col} has missing timestamps")
-    for table, col, ref, key in REFERENCES:
-        rows = raw[table].filter(raw[table][col].notnull())
+    counts = []
+    for i, (table, col, ref, key) in enumerate(REFERENCES):
+        rows = present(raw[table], col)
         known = raw[ref].select(known_key=raw[ref][key])
         unknown = rows.anti_join(known, rows[col] == known.known_key)
-        found = engine.fetch(unknown.aggregate(n=unknown.count(), first=unknown[col].min()))
-        n = found.column("n")[0].as_py()
-        if n:
-            first = found.column("first")[0].as_py()
-            raise FeatureInputError(f"{table}.{col} names {n} unknown {ref} (first: {first!r})")
+        counts.append(
+            unknown.aggregate(
+                reference=ibis.literal(i, "int64"),
+                n=unknown.count(),
+                first=unknown[col].cast("string").min(),
+            )
+        )
+    found = sorted(engine.fetch(ibis.union(*counts)).to_pylist(), key=lambda r: r["reference"])
+    for row in found:
+        if row["n"]:
+            table, col, ref, _ = REFERENCES[row["reference"]]
+            raise FeatureInputError(
+                f"{table}.{col} names {row['n']} unknown {ref} (first: {row['first']!r})"
+            )
 
 
 @dataclass(frozen=True)
@@ -203,7 +244,12 @@ class Calendar:
         return self.grid_ns[-1] if self.grid_ns else None
 
 
-def calendar(engine: Engine, raw: Mapping[str, ir.Table], settings: Settings) -> Calendar:
+def calendar(
+    engine: Engine,
+    raw: Mapping[str, ir.Table],
+    settings: Settings,
+    facts: Mapping[str, Any] | None = None,
+) -> Calendar:
     """The as-of time (the latest event time; renewal dates and campaign ends are plans, not
     events) and the snapshot grid: every ``snapshot_frequency_days`` at Monday 00:00 UTC from the
     Monday on or before the first event (lead created, touch, ticket opened, usage week start)
@@ -212,25 +258,22 @@ def calendar(engine: Engine, raw: Mapping[str, ir.Table], settings: Settings) ->
     Raises:
         FeatureInputError: the tables hold no event time.
     """
-    latest: list[int] = []
-    for name, cols in AS_OF_COLUMNS.items():
-        t = raw[name]
-        found = engine.fetch(t.aggregate(**{c: t[c].max() for c in cols}))
-        latest += [found.column(c)[0].as_py() for c in cols]
-    latest = [v for v in latest if v is not None]
+    facts = facts if facts is not None else raw_facts(engine, raw)
+    latest = [
+        facts[f"{name}.{col}_max"]
+        for name, cols in AS_OF_COLUMNS.items()
+        for col in cols
+        if facts[f"{name}.{col}_max"] is not None
+    ]
     if not latest:
         raise FeatureInputError("the raw tables hold no event timestamps")
-    firsts: list[int | None] = []
-    for name, col, shift in (
-        ("leads", "created_at", 0),
-        ("interactions", "occurred_at", 0),
-        ("tickets", "opened_at", 0),
-        ("usage", "date", 7 * NS_PER_DAY),
-    ):
-        value = engine.scalar(raw[name][col].min())
-        firsts.append(None if value is None else int(value) - shift)
+    firsts = [
+        facts[f"{name}.{col}_min"] - shift
+        for name, col, shift in FIRST_EVENTS
+        if facts[f"{name}.{col}_min"] is not None
+    ]
     step = settings.snapshot_frequency_days * NS_PER_DAY
-    first = min(v for v in firsts if v is not None)
+    first = min(firsts)
     start = MONDAY_EPOCH_NS + ((first - MONDAY_EPOCH_NS) // step) * step
     as_of = max(int(v) for v in latest)
     return Calendar(as_of, tuple(range(start, as_of, step)))
@@ -239,11 +282,31 @@ def calendar(engine: Engine, raw: Mapping[str, ir.Table], settings: Settings) ->
 # ------------------------------------------------------------------------------------ tables
 
 
+def lead_parts(raw: Mapping[str, ir.Table], parts: int) -> list[dict[str, ir.Table]]:
+    """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
+    with those leads' touches: lead features and labels are built part by part, so that the
+    join of every lead row to its earlier touches never holds more than one part's."""
+    if parts <= 1:
+        return [dict(raw)]
+    def part_of(lead_id: ir.StringValue) -> ir.IntegerValue:
+        return (lead_id.hash() % parts + parts) % parts  # a hash may be negative
+
+    out = []
+    for i in range(parts):
+        part = dict(raw)
+        leads, touches = raw["leads"], raw["interactions"]
+        part["leads"] = leads.filter(part_of(leads.lead_id) == i)
+        part["interactions"] = touches.filter(part_of(touches.lead_id) == i)
+        out.append(part)
+    return out
+
+
 @dataclass
 class FeatureTables:
-    """The expressions of every feature and label table of one raw source."""
+    """The expressions of every feature and label table of one raw source (the lead tables in
+    parts, see :func:`lead_parts`)."""
 
-    tables: dict[str, ir.Table]
+    tables: dict[str, list[ir.Table]]
     keys: dict[str, str]
     calendar: Calendar
 
@@ -253,25 +316,28 @@ def feature_tables(
     raw: Mapping[str, ir.Table],
     settings: Settings,
     creation_rows: bool = True,
+    facts: Mapping[str, Any] | None = None,
 ) -> FeatureTables:
     """The five tables ``crm-intel features build`` writes, as expressions on ``engine``:
     ``lead_features``, ``account_features``, ``content_features``, ``lead_labels`` and
     ``account_labels`` (each with its key and ``t_ns``; see the feature modules)."""
-    cal = calendar(engine, raw, settings)
+    facts = facts if facts is not None else raw_facts(engine, raw)
+    cal = calendar(engine, raw, settings, facts)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
-    titles_present = engine.fetch(
-        raw["leads"].select("job_title").filter(ibis._.job_title.notnull()).distinct()
-    )
+    titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
-    leads = lead_rows(raw, grid, cal.last_snapshot_ns, settings, creation_rows)
     accounts = account_rows(raw, grid)
-    tables = {
-        "lead_features": lead_features(raw, leads, titles, settings),
-        "account_features": account_features(raw, accounts),
-        "content_features": content_features(raw, grid),
-        "lead_labels": lead_labels(raw, leads, cal.as_of_ns, settings),
-        "account_labels": account_labels(accounts, cal.as_of_ns, settings),
+    tables: dict[str, list[ir.Table]] = {
+        "lead_features": [],
+        "account_features": [account_features(raw, accounts)],
+        "content_features": [content_features(raw, grid)],
+        "lead_labels": [],
+        "account_labels": [account_label_rows(accounts, cal.as_of_ns, settings)],
     }
+    for part in lead_parts(raw, engine.lead_parts(facts["interactions.rows"])):
+        leads = lead_rows(part, grid, cal.last_snapshot_ns, settings, creation_rows)
+        tables["lead_features"].append(lead_features(part, leads, titles, settings))
+        tables["lead_labels"].append(lead_label_rows(part, leads, cal.as_of_ns, settings))
     keys = {
         "lead_features": "lead_id",
         "account_features": "account_id",
@@ -283,14 +349,25 @@ def feature_tables(
 
 
 def _stored_schema(name: str, key: str) -> pa.Schema:
+    """The Arrow schema a table is stored with. The account and content features carry pandas'
+    metadata (they were written from DataFrames), so that pandas reads their strings as
+    ``string``, as every reader has always seen them; the others were written from Arrow."""
     fields = [pa.field(key, pa.string()), pa.field("event_timestamp", pa.timestamp("ns", "UTC"))]
+    dtypes: dict[str, object] = {key: "string[pyarrow]", "event_timestamp": "datetime64[ns, UTC]"}
     if name.endswith("_labels"):
-        return pa.schema([*fields, pa.field("label", pa.int64())])
-    entity = next(e for e, (k, stem, _, _) in ENTITIES.items() if stem == name and k == key)
-    _, _, numeric, categorical = ENTITIES[entity]
-    fields += [pa.field(c, pa.float32()) for c in numeric]
-    fields += [pa.field(c, pa.string()) for c in categorical]
-    return pa.schema(fields)
+        fields.append(pa.field("label", pa.int64()))
+        dtypes["label"] = "Int64"
+    else:
+        entity = next(e for e, (k, stem, _, _) in ENTITIES.items() if stem == name and k == key)
+        _, _, numeric, categorical = ENTITIES[entity]
+        fields += [pa.field(c, pa.float32()) for c in numeric]
+        fields += [pa.field(c, pa.string()) for c in categorical]
+        dtypes |= {c: "float32" for c in numeric} | {c: "string[pyarrow]" for c in categorical}
+    schema = pa.schema(fields)
+    if name not in ("account_features", "content_features"):
+        return schema
+    empty = pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})
+    return schema.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
 
 
 def _as_stored(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordBatch:
@@ -310,17 +387,17 @@ def _as_stored(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordB
 
 
 def stored_batches(
-    engine: Engine, expr: ir.Table, name: str, key: str, rows: int = BATCH_ROWS
+    engine: Engine, parts: list[ir.Table], name: str, key: str, rows: int = BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """The rows of one table as stored, ordered by key then time."""
+    """The rows of one table as stored, part by part, each ordered by key then time."""
     schema = _stored_schema(name, key)
-    ordered = expr.order_by([key, TIME])
-    for batch in engine.batches(ordered, rows):
-        if batch.num_rows:
-            yield _as_stored(batch, schema, key)
+    for expr in parts:
+        for batch in engine.batches(expr.order_by([key, TIME]), rows):
+            if batch.num_rows:
+                yield _as_stored(batch, schema, key)
 
 
-def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path) -> int:
+def write_table(engine: Engine, parts: list[ir.Table], name: str, key: str, path: Path) -> int:
     """Stream one table into the Parquet file ``path`` (the caller's temp directory).
 
     Returns:
@@ -329,7 +406,7 @@ def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path)
     schema = _stored_schema(name, key)
     rows = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in stored_batches(engine, expr, name, key):
+        for batch in stored_batches(engine, parts, name, key):
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
@@ -338,9 +415,9 @@ def write_table(engine: Engine, expr: ir.Table, name: str, key: str, path: Path)
 # ---------------------------------------------------------------------- in-memory (tests, CLI)
 
 
-def _frame(engine: Engine, expr: ir.Table, name: str, key: str) -> pd.DataFrame:
+def _frame(engine: Engine, parts: list[ir.Table], name: str, key: str) -> pd.DataFrame:
     schema = _stored_schema(name, key)
-    batches = list(stored_batches(engine, expr, name, key))
+    batches = list(stored_batches(engine, parts, name, key))
     table = pa.Table.from_batches(batches, schema=schema)
     frame = table.to_pandas()
     for field in schema:
@@ -367,12 +444,15 @@ def build_frames(
     engine = engine or DuckDBEngine()
     try:
         raw = load_raw(engine, source)
-        check_raw(engine, raw)
-        built = feature_tables(engine, raw, settings, creation_rows)
+        facts = raw_facts(engine, raw)
+        check_raw(engine, raw, facts)
+        built = feature_tables(engine, raw, settings, creation_rows, facts)
         return {n: _frame(engine, built.tables[n], n, built.keys[n]) for n in names}
     finally:
         if own:
             engine.close()
+        else:
+            engine.release()
 
 
 def build_lead_features(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
@@ -388,6 +468,28 @@ def build_account_features(source: RawSource, settings: Settings, **kw: object) 
 def build_content_features(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
     """Content reach and conversions among engaged leads, weekly."""
     return build_frames(source, settings, ("content_features",), **kw)["content_features"]  # type: ignore[arg-type]
+
+
+def lead_labels(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
+    """Did the lead convert within ``conversion_window_days`` after each of its snapshots?
+
+    Returns:
+        ``lead_id``, ``event_timestamp``, ``label`` (``Int64``: 1 when ``converted_at`` is in
+        ``(t, t + window]``, 0 otherwise, ``<NA>`` while the window is not over at the as-of time).
+        One row per lead feature row.
+    """
+    return build_frames(source, settings, ("lead_labels",), **kw)["lead_labels"]  # type: ignore[arg-type]
+
+
+def account_labels(source: RawSource, settings: Settings, **kw: object) -> pd.DataFrame:
+    """Did the account cancel within ``churn_window_days`` after each snapshot it was live?
+
+    Returns:
+        ``account_id``, ``event_timestamp``, ``label`` (``Int64``: 1 when the live
+        subscription's ``cancelled_at`` is in ``(t, t + window]``, ``<NA>`` when unlabelled).
+        One row per account feature row.
+    """
+    return build_frames(source, settings, ("account_labels",), **kw)["account_labels"]  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------- pandas-side helpers
@@ -436,4 +538,3 @@ def snapshot_times(source: RawSource, settings: Settings) -> pd.DatetimeIndex:
     finally:
         engine.close()
     return pd.DatetimeIndex(pd.to_datetime(list(cal.grid_ns), utc=True), name="event_timestamp")
-

@@ -9,6 +9,8 @@ and, in local mode, bind the driver to loopback only.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -63,6 +65,10 @@ def spark_session(settings: Settings, conf: Mapping[str, str] | None = None) -> 
         options = dict(BASE_CONF)
         if settings.spark_master.startswith("local"):
             options.update(LOCAL_CONF)
+            # Python workers (mapInPandas, UDFs) run this interpreter, with its packages;
+            # PySpark reads the variable when the context starts and otherwise runs whatever
+            # ``python3`` is on the PATH. A cluster's nodes name their own.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         options.update(conf or {})
         for key, value in options.items():
             builder = builder.config(key, value)

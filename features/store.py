@@ -27,7 +27,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView, FileSource, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -36,19 +35,20 @@ from crm.io import atomic_dir, write_parquet
 from crm.settings import Settings
 from features import data_sources, entities, feature_services, feature_views
 from features.duplicates import read_duplicate_leads
+from features.engines import Engine, engine_for
 from features.lifecycle import account_status_table, lead_status_table, read_lead_status
 from features.merging import merge_duplicate_leads
 from features.online_store import CrmSqliteOnlineStore, FeatureStoreNotReadyError
 from features.pipeline import (
+    REQUIRED,
     FeatureInputError,
-    account_label_table,
-    as_of_time,
-    build_account_features,
-    build_content_features,
-    check_tables,
-    lead_feature_batches,
-    lead_label_table,
-    read_feature_tables,
+    RawSource,
+    check_raw,
+    feature_tables,
+    load_raw,
+    raw_facts,
+    read_raw_frames,
+    write_table,
 )
 from features.redis_store import CrmRedisOnlineStore, CrmRedisOnlineStoreConfig
 from features.schema import ENTITIES, STATUS_TABLES
@@ -156,9 +156,11 @@ def entity_info(entity: str) -> tuple[str, str, tuple[str, ...], tuple[str, ...]
 # ------------------------------------------------------------------------------------- build
 
 
-def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
+def build(
+    settings: Settings, progress: Progress = _noop, engine: Engine | None = None
+) -> dict[str, int]:
     """Raw contract tables → feature, label and lifecycle tables in ``<data_dir>/features/``,
-    atomically.
+    atomically, on ``settings.engine`` (:mod:`features.engines`; or the ``engine`` given).
 
     ``lead_features`` holds the weekly snapshots and, after them, one creation row per lead
     created since the last snapshot and not converted (features as known at ``created_at``;
@@ -166,7 +168,7 @@ def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
     lead. ``lead_status`` and ``account_status`` say where each entity stands as of the data's
     as-of time (:mod:`features.lifecycle`). With ``settings.merge_duplicate_leads`` (a dedupe
     output), duplicate leads' engagement is merged onto their surviving lead first
-    (:mod:`features.merging`), so leads are scored per person.
+    (:mod:`features.merging`, in memory), so leads are scored per person.
 
     On any error the previous feature tables are left exactly as they were.
 
@@ -174,55 +176,53 @@ def build(settings: Settings, progress: Progress = _noop) -> dict[str, int]:
         rows written per table.
     """
     progress("reading raw tables")
-    tables = read_feature_tables(settings.raw_dir)
+    source: RawSource = settings.raw_dir
+    frames: dict[str, pd.DataFrame] | None = None
     if settings.merge_duplicate_leads is not None:
         progress("merging duplicate leads")
-        tables = merge_duplicate_leads(tables, read_duplicate_leads(settings.merge_duplicate_leads))
-    progress("checking raw tables")
-    check_tables(tables)
+        frames = merge_duplicate_leads(
+            read_raw_frames(settings.raw_dir, tuple(REQUIRED)),
+            read_duplicate_leads(settings.merge_duplicate_leads),
+        )
+        source = frames
+    own = engine is None
+    engine = engine or engine_for(settings)
     counts: dict[str, int] = {}
-    with atomic_dir(settings.features_dir) as tmp:
-        progress("lead features")
-        writer = None
-        rows = 0
-        try:
-            for batch in lead_feature_batches(tables, settings, validate=False, creation_rows=True):
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        tmp / "lead_features.parquet", batch.schema, compression="zstd"
+    try:
+        raw = load_raw(engine, source)
+        progress("checking raw tables")
+        facts = raw_facts(engine, raw)
+        check_raw(engine, raw, facts)
+        built = feature_tables(engine, raw, settings, creation_rows=True, facts=facts)
+        with atomic_dir(settings.features_dir) as tmp:
+            for name, parts in built.tables.items():
+                progress(name.replace("_", " "))
+                path = tmp / f"{name}.parquet"
+                counts[name] = write_table(engine, parts, name, built.keys[name], path)
+                if name == "lead_features" and counts[name] == 0:
+                    raise FeatureInputError(
+                        "no lead is open at any snapshot: no lead features to build"
                     )
-                writer.write_table(batch)
-                rows += batch.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise FeatureInputError("no lead is open at any snapshot: no lead features to build")
-        counts["lead_features"] = rows
-        steps = {
-            "account_features": lambda: build_account_features(tables, settings, False),
-            "content_features": lambda: build_content_features(tables, settings, False),
-            "lead_labels": lambda: lead_label_table(tables, settings, False, creation_rows=True),
-            "account_labels": lambda: account_label_table(tables, settings, False),
-        }
-        for name, step in steps.items():
-            progress(name.replace("_", " "))
-            frame = step()
-            write_parquet(frame, tmp / f"{name}.parquet")
-            counts[name] = len(frame)
-        # lifecycle tables: one row per entity, well under a second (no progress step of its own)
-        as_of = as_of_time(tables)
-        status = {
-            "lead_status": lead_status_table(
-                tables["leads"], as_of, read_lead_status(settings.raw_dir)
-            ),
-            "account_status": account_status_table(
-                tables["accounts"], tables["subscriptions"], as_of
-            ),
-        }
-        for name, frame in status.items():
-            write_parquet(frame, tmp / f"{name}.parquet")
-            counts[name] = len(frame)
+            # lifecycle tables: one row per entity, well under a second (no progress step)
+            if frames is None:
+                frames = read_raw_frames(settings.raw_dir, ("leads", "accounts", "subscriptions"))
+            as_of = built.calendar.as_of
+            status = {
+                "lead_status": lead_status_table(
+                    frames["leads"], as_of, read_lead_status(settings.raw_dir)
+                ),
+                "account_status": account_status_table(
+                    frames["accounts"], frames["subscriptions"], as_of
+                ),
+            }
+            for name, frame in status.items():
+                write_parquet(frame, tmp / f"{name}.parquet")
+                counts[name] = len(frame)
+    finally:
+        if own:
+            engine.close()
+        else:
+            engine.release()
     return counts
 
 

@@ -9,7 +9,7 @@ too, with empty scores and the reason, so that the CRM can clear a score that no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from features.lifecycle import account_status_table, lead_status_table
 from features.schema import STATUS_TABLES
 from features.store import entity_info, latest_rows
 from features.training import FEATURE_SERVICES
-from serving.lifetime import lifetime_reference
+from serving.lifetime import LifetimeReference, lifetime_reference
 from serving.online import OnlineFeatures
 from serving.score_log import append, open_log, rows_from_results
 from serving.scoring import (
@@ -38,7 +38,7 @@ from serving.scoring import (
     iter_chunks,
     score,
 )
-from serving.status import NOT_A_CUSTOMER, standing
+from serving.status import NOT_A_CUSTOMER, Standing, standing
 from serving.trend import trends
 from training.registry import Champion, load_champion
 
@@ -170,21 +170,8 @@ def _lifecycle_as_of(
     settings: Settings, entity: str, as_of: pd.Timestamp
 ) -> dict[str, dict[str, Any]]:
     """Id → lifecycle row (``as_of``, ``status`` and the status fields) at ``as_of``."""
-    raw = settings.raw_dir
-    if entity == "lead":
-        leads = pd.read_parquet(
-            raw / "leads.parquet", columns=["lead_id", "created_at", "converted_at"]
-        )
-        leads = leads[leads["created_at"] <= as_of].copy()
-        leads["converted_at"] = leads["converted_at"].where(leads["converted_at"] <= as_of)
-        table = lead_status_table(leads.reset_index(drop=True), as_of, None)
-        key = "lead_id"
-    else:
-        accounts = pd.read_parquet(raw / "accounts.parquet")
-        subscriptions = pd.read_parquet(raw / "subscriptions.parquet")
-        subscriptions = subscriptions[subscriptions["start"] <= as_of]
-        table = account_status_table(accounts, subscriptions, as_of)
-        key = "account_id"
+    table = lifecycle_table_as_of(settings, entity, as_of)
+    key = STATUS_TABLES[entity][0]
     stamp = as_of.to_pydatetime()
     out: dict[str, dict[str, Any]] = {}
     for row in table.drop(columns=["event_timestamp"]).to_dict("records"):
@@ -194,6 +181,26 @@ def _lifecycle_as_of(
             **{k: (None if pd.isna(v) else v) for k, v in row.items()},
         }
     return out
+
+
+def lifecycle_table_as_of(settings: Settings, entity: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The lifecycle table of ``entity`` (``lead`` or ``account``) as it stood at ``as_of``,
+    recomputed from the raw tables (see :class:`AsOfFeatures`): the join key,
+    ``event_timestamp`` (``as_of``) and the status fields."""
+    raw = settings.raw_dir
+    if entity == "lead":
+        leads = pd.read_parquet(
+            raw / "leads.parquet", columns=["lead_id", "created_at", "converted_at"]
+        )
+        leads = leads[leads["created_at"] <= as_of].copy()
+        leads["converted_at"] = leads["converted_at"].where(leads["converted_at"] <= as_of)
+        table = lead_status_table(leads.reset_index(drop=True), as_of, None)
+    else:
+        accounts = pd.read_parquet(raw / "accounts.parquet")
+        subscriptions = pd.read_parquet(raw / "subscriptions.parquet")
+        subscriptions = subscriptions[subscriptions["start"] <= as_of]
+        table = account_status_table(accounts, subscriptions, as_of)
+    return table
 
 
 def score_batch(
@@ -241,28 +248,17 @@ def score_batch(
         ttl = online.ttl(entity)
         for chunk in iter_chunks(ids, CHUNK):
             rows = online.frame(entity, chunk, status=True)
-            standings = [
-                standing(entity, str(record[key]), record, ttl=ttl, allow_stale=allow_stale)
-                for record in _records(rows, key)
-            ]
-            scorable = np.array([st.scorable for st in standings], dtype=bool)
-            scored = None
-            if scorable.any():
-                chosen = rows[scorable].reset_index(drop=True)
-                lifetime = (
-                    reference.values(champion.model, chosen) if reference is not None else None
-                )
-                scored = score(champion.model, chosen, top, lifetime)
             if len(rows):
                 parts.append(
-                    batch_frame(
-                        entity,
-                        rows,
-                        scored,
+                    score_rows(
                         model_name,
-                        champion.version,
+                        rows,
+                        champion,
+                        top,
                         settings.crm_field_names,
-                        standings,
+                        ttl=ttl,
+                        allow_stale=allow_stale,
+                        reference=reference,
                     )
                 )
             if progress:
@@ -291,22 +287,62 @@ def scorable_rows(settings: Settings, entity: str, as_of: datetime | None = None
     else:
         online = OnlineFeatures(settings, timeout_ms=30_000)
         ids = batch_ids(settings, entity)
-    key = MODEL_ENTITIES[MODEL_OF_ENTITY[entity]][1]
     parts = []
     try:
         ttl = online.ttl(entity)
         for chunk in iter_chunks(ids, CHUNK):
             rows = online.frame(entity, chunk, status=True)
-            keep = [
-                standing(entity, str(record[key]), record, ttl=ttl).scorable
-                for record in _records(rows, key)
-            ]
+            keep = [st.scorable for st in standings(entity, rows, ttl)]
             parts.append(rows[np.asarray(keep, dtype=bool)])
     finally:
         online.close()
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True)
+
+
+def score_rows(
+    model_name: str,
+    rows: pd.DataFrame,
+    champion: Champion,
+    top: int,
+    names: Mapping[str, str],
+    ttl: timedelta | None,
+    allow_stale: bool = False,
+    reference: LifetimeReference | None = None,
+) -> pd.DataFrame:
+    """One chunk of the batch: each row's status, the scorable rows scored, the file's rows.
+
+    Args:
+        rows: online rows of :meth:`serving.online.OnlineFeatures.frame` with ``status=True``
+            (or :meth:`AsOfFeatures.frame`), at least one.
+        names: output name → CRM field name (``settings.crm_field_names``).
+        ttl: how long a feature row answers for.
+        reference: accounts: what their remaining lifetime is measured against.
+
+    Returns:
+        :func:`serving.scoring.batch_frame` of ``rows``, in their order.
+    """
+    entity, _ = MODEL_ENTITIES[model_name]
+    states = standings(entity, rows, ttl, allow_stale)
+    scorable = np.array([st.scorable for st in states], dtype=bool)
+    scored = None
+    if scorable.any():
+        chosen = rows[scorable].reset_index(drop=True)
+        lifetime = reference.values(champion.model, chosen) if reference is not None else None
+        scored = score(champion.model, chosen, top, lifetime)
+    return batch_frame(entity, rows, scored, model_name, champion.version, names, states)
+
+
+def standings(
+    entity: str, rows: pd.DataFrame, ttl: timedelta | None, allow_stale: bool = False
+) -> list[Standing]:
+    """:func:`serving.status.standing` of each online row (layout of :func:`score_rows`)."""
+    key = MODEL_ENTITIES[MODEL_OF_ENTITY[entity]][1]
+    return [
+        standing(entity, str(record[key]), record, ttl=ttl, allow_stale=allow_stale)
+        for record in _records(rows, key)
+    ]
 
 
 def _records(rows: pd.DataFrame, key: str) -> list[dict[str, object]]:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 HORIZON_YEARS = 20
-TERM_DAYS = 365  # annual subscriptions (features.pipeline.ANNUAL_TERM_DAYS)
+TERM_DAYS = 365  # annual subscriptions (features.account_features.ANNUAL_TERM_DAYS)
 DAYS_PER_MONTH = 30.4375
 GRID_DAYS = 7  # survival is evaluated week by week
 CHUNK = 5_000  # accounts per block of the survival grid

@@ -32,6 +32,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from features.duplicates import DedupeInputError
     from features.pipeline import FeatureInputError
     from features.redis_store import OnlineStoreUnreachableError
+    from features.spark_session import SparkUnavailableError
     from features.store import FeatureStoreNotReadyError, UnknownEntityError
 
     return (
@@ -42,6 +43,7 @@ def _errors() -> tuple[type[BaseException], ...]:
         ContractError,
         FileNotFoundError,
         DedupeInputError,
+        SparkUnavailableError,
     )
 
 
@@ -60,6 +62,15 @@ def build(
             show_default=False,
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="duckdb (in-process, out-of-core) or spark (Apache Spark at the setting "
+            "spark_master: local[N] or a cluster's URL). Default: the setting engine (duckdb).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -69,6 +80,10 @@ def build(
     settings = settings_for(data_dir)
     if merge_duplicates is not None:
         settings = settings.model_copy(update={"merge_duplicate_leads": merge_duplicates})
+    if engine is not None:
+        if engine not in ("duckdb", "spark"):
+            raise fail(f"--engine {engine!r}: expected duckdb or spark")
+        settings = settings.model_copy(update={"engine": engine})
     steps = 7 + (settings.merge_duplicate_leads is not None)
     started = time.perf_counter()
     try:
@@ -83,11 +98,12 @@ def build(
     for name, rows in counts.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
-    console.print(f"built in {seconds:.1f}s")
+    console.print(f"built in {seconds:.1f}s on {settings.engine}")
     if json_:
         emit_json(
             {
                 "rows": counts,
+                "engine": settings.engine,
                 "seconds": round(seconds, 3),
                 "features_dir": str(settings.features_dir),
             }

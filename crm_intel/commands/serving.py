@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +47,15 @@ AsOfOption = Annotated[
         show_default=False,
     ),
 ]
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="duckdb: score in this process; spark: score in Spark's executors at "
+        "CRM_INTEL_SPARK_MASTER (same rows). Default from settings (CRM_INTEL_ENGINE).",
+        show_default=False,
+    ),
+]
 VersionOption = Annotated[
     str | None,
     typer.Option(
@@ -65,15 +75,20 @@ def _score(
     json_: bool,
     as_of: datetime | None = None,
     version: str | None = None,
+    engine: str | None = None,
 ) -> None:
     from mlflow.exceptions import MlflowException
 
+    from features.spark_session import SparkUnavailableError
     from features.store import FeatureStoreNotReadyError
-    from serving.batch import UnsupportedOutput, score_batch, trend_and_log, write_scores
+    from serving.batch import UnsupportedOutput, trend_and_log, write_scores
     from serving.online import OnlineStoreUnavailable
     from training.registry import NoChampion, load_version
 
     settings = settings_for(data_dir)
+    engine = (engine or settings.engine).lower()
+    if engine not in ("duckdb", "spark"):
+        raise fail(f"--engine {engine}: use duckdb (in this process) or spark")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise fail(f"--out {out}: use a .parquet or .csv file")
     started = time.perf_counter()
@@ -89,7 +104,7 @@ def _score(
                     f"--model-version {version}: {model} has no such version "
                     "(`crm-intel models list` shows them)"
                 ) from None
-        frame, champion = score_batch(
+        frame, champion = _batch(engine)(
             settings, model, top=top, champion=champion, as_of=None if as_of is None else when
         )
         if settings.score_log:
@@ -103,6 +118,7 @@ def _score(
         FeatureStoreNotReadyError,
         FileNotFoundError,
         UnsupportedOutput,
+        SparkUnavailableError,
     ) as err:
         raise fail(str(err)) from None
     seconds = time.perf_counter() - started
@@ -132,6 +148,17 @@ def _score(
         )
 
 
+def _batch(engine: str) -> Callable[..., tuple[Any, Any]]:
+    """The batch scorer of ``engine``: in process (duckdb) or in Spark's executors (spark)."""
+    if engine == "spark":
+        from serving.spark_batch import score_batch_spark
+
+        return score_batch_spark
+    from serving.batch import score_batch
+
+    return score_batch
+
+
 @app.command()
 def leads(
     out: OutOption,
@@ -140,9 +167,10 @@ def leads(
     json_: JsonOption = False,
     as_of: AsOfOption = None,
     model_version: VersionOption = None,
+    engine: EngineOption = None,
 ) -> None:
     """Score every lead in the online store with the lead_conversion champion."""
-    _score("lead_conversion", out, data_dir, top_reasons, json_, as_of, model_version)
+    _score("lead_conversion", out, data_dir, top_reasons, json_, as_of, model_version, engine)
 
 
 @app.command()
@@ -153,9 +181,10 @@ def accounts(
     json_: JsonOption = False,
     as_of: AsOfOption = None,
     model_version: VersionOption = None,
+    engine: EngineOption = None,
 ) -> None:
     """Score every account in the online store with the churn_risk champion."""
-    _score("churn_risk", out, data_dir, top_reasons, json_, as_of, model_version)
+    _score("churn_risk", out, data_dir, top_reasons, json_, as_of, model_version, engine)
 
 
 @app.command()
