@@ -38,6 +38,15 @@ import pyarrow.parquet as pq
 from crm.contract import CHANNELS, CONTENT_TYPES, HIGH_INTENT_TYPES, INTERACTION_TYPES
 from crm.settings import Settings
 from features.job_titles import read_titles
+from features.pipeline import (  # the raw tables it reads: the product's, the same errors
+    NON_EMPTY,
+    OPTIONAL,
+    REFERENCES,
+    REQUIRED,
+    TIMESTAMPS,
+    FeatureInputError,
+    as_of_time,
+)
 from features.schema import (
     ACCOUNT_CATEGORICAL,
     ACCOUNT_NUMERIC,
@@ -54,52 +63,7 @@ NS_PER_DAY = 86_400_000_000_000
 ANNUAL_TERM_DAYS = 365  # the simulator's (and most CRMs') annual term: renewal every 365 days
 MONDAY_EPOCH_NS = pd.Timestamp("2024-01-01", tz="UTC").value  # any Monday 00:00 UTC
 
-# table → columns the pipeline reads (never leads.status nor leads.email_hash)
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "accounts": ("account_id", "industry", "employee_band", "region", "created_at"),
-    "leads": (
-        "lead_id",
-        "account_id",
-        "source",
-        "created_at",
-        "seniority",
-        "country",
-        "converted_at",
-    ),
-    "opportunities": ("account_id", "amount", "closed_at", "won"),
-    "content": ("content_id", "type", "topic", "published_at"),
-    "interactions": ("occurred_at", "lead_id", "account_id", "channel", "type", "content_id"),
-    "subscriptions": ("account_id", "plan", "mrr", "seats", "start", "cancelled_at"),
-    "usage": ("account_id", "date", "active_users", "logins", "key_feature_events"),
-    "tickets": ("account_id", "opened_at", "closed_at", "priority", "satisfaction"),
-}
-# optional contract columns the pipeline reads when a table has them (an absent one is all missing)
-OPTIONAL: dict[str, tuple[str, ...]] = {"leads": ("purchase_timeframe", "job_title")}
-TIMESTAMPS: dict[str, tuple[str, ...]] = {
-    "accounts": ("created_at",),
-    "leads": ("created_at", "converted_at"),
-    "opportunities": ("closed_at",),
-    "content": ("published_at",),
-    "interactions": ("occurred_at",),
-    "subscriptions": ("start", "cancelled_at"),
-    "usage": ("date",),
-    "tickets": ("opened_at", "closed_at"),
-}
-# event columns that define the as-of time (renewal dates and campaign ends lie in the future)
-AS_OF_COLUMNS: dict[str, tuple[str, ...]] = {
-    "leads": ("created_at", "converted_at"),
-    "interactions": ("occurred_at",),
-    "opportunities": ("closed_at",),
-    "subscriptions": ("start", "cancelled_at"),
-    "usage": ("date",),
-    "tickets": ("opened_at", "closed_at"),
-}
-NON_EMPTY: tuple[str, ...] = ("leads", "accounts", "interactions")
 LEAD_CHUNK_ROWS = 1_000_000
-
-
-class FeatureInputError(ValueError):
-    """Raw tables the pipeline cannot build from (missing, empty, malformed, unknown ids)."""
 
 
 # --------------------------------------------------------------------------------------- input
@@ -133,17 +97,7 @@ def check_tables(tables: Mapping[str, pd.DataFrame]) -> None:
             raise FeatureInputError(f"leads.{col} has missing timestamps")
     if tables["interactions"]["occurred_at"].isna().any():
         raise FeatureInputError("interactions.occurred_at has missing timestamps")
-    refs = (
-        ("interactions", "lead_id", "leads", "lead_id"),
-        ("interactions", "account_id", "accounts", "account_id"),
-        ("interactions", "content_id", "content", "content_id"),
-        ("leads", "account_id", "accounts", "account_id"),
-        ("subscriptions", "account_id", "accounts", "account_id"),
-        ("usage", "account_id", "accounts", "account_id"),
-        ("tickets", "account_id", "accounts", "account_id"),
-        ("opportunities", "account_id", "accounts", "account_id"),
-    )
-    for table, col, ref, key in refs:
+    for table, col, ref, key in REFERENCES:
         codes = _codes(tables[table][col], tables[ref][key])
         unknown = (codes < 0) & tables[table][col].notna().to_numpy()
         if unknown.any():
@@ -207,23 +161,6 @@ def _ns(values: pd.Series) -> np.ndarray:
 
 def _ms_up(ns: np.ndarray) -> np.ndarray:
     return -((-ns) // NS_PER_MS)
-
-
-def as_of_time(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
-    """The data's as-of time: the latest event timestamp in the raw tables.
-
-    Renewal dates and campaign ends are excluded: they are plans, not events.
-    """
-    latest = [
-        tables[name][col].max()
-        for name, cols in AS_OF_COLUMNS.items()
-        for col in cols
-        if name in tables and len(tables[name])
-    ]
-    latest = [t for t in latest if not pd.isna(t)]
-    if not latest:
-        raise FeatureInputError("the raw tables hold no event timestamps")
-    return pd.Timestamp(max(latest)).tz_convert("UTC")
 
 
 def snapshot_times(tables: Mapping[str, pd.DataFrame], settings: Settings) -> pd.DatetimeIndex:

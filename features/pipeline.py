@@ -124,6 +124,21 @@ def _columns_of(name: str, present: set[str]) -> list[str]:
     return [*REQUIRED[name], *(c for c in OPTIONAL.get(name, ()) if c in present)]
 
 
+def _raw_file(raw_dir: Path, name: str) -> tuple[Path, pa.Schema, list[str]]:
+    """A raw table's path (a Parquet file or folder), schema and the columns the pipeline reads.
+
+    Raises:
+        FeatureInputError: the table is missing or lacks a column.
+    """
+    path = raw_dir / f"{name}.parquet"
+    if not path.exists():
+        raise FeatureInputError(
+            f"{path} does not exist: run `crm-intel simulate` or `crm-intel import` first"
+        )
+    schema = Engine.schema_of(path)
+    return path, schema, _columns_of(name, set(schema.names))
+
+
 def _check_times(name: str, types: Mapping[str, object]) -> None:
     for col in TIMESTAMPS[name]:
         dtype = types[col]
@@ -150,13 +165,7 @@ def load_raw(engine: Engine, source: RawSource) -> dict[str, ir.Table]:
     out = {}
     for name in REQUIRED:
         if isinstance(source, Path):
-            path = source / f"{name}.parquet"
-            if not path.exists():
-                raise FeatureInputError(
-                    f"{path} does not exist: run `crm-intel simulate` or `crm-intel import` first"
-                )
-            schema = engine.schema_of(path)
-            columns = _columns_of(name, set(schema.names))
+            path, schema, columns = _raw_file(source, name)
             _check_times(name, {f.name: f.type for f in schema})
             table = engine.read_parquet(path, columns)
         else:
@@ -288,6 +297,7 @@ def lead_parts(raw: Mapping[str, ir.Table], parts: int) -> list[dict[str, ir.Tab
     join of every lead row to its earlier touches never holds more than one part's."""
     if parts <= 1:
         return [dict(raw)]
+
     def part_of(lead_id: ir.StringValue) -> ir.IntegerValue:
         return (lead_id.hash() % parts + parts) % parts  # a hash may be negative
 
@@ -502,13 +512,7 @@ def read_raw_frames(raw_dir: Path, names: tuple[str, ...]) -> dict[str, pd.DataF
     mapper = {pa.string(): strings, pa.large_string(): strings}.get
     out = {}
     for name in names:
-        path = raw_dir / f"{name}.parquet"
-        if not path.exists():
-            raise FeatureInputError(
-                f"{path} does not exist: run `crm-intel simulate` or `crm-intel import` first"
-            )
-        schema = Engine.schema_of(path)
-        columns = _columns_of(name, set(schema.names))
+        path, _, columns = _raw_file(raw_dir, name)
         out[name] = pq.read_table(path, columns=columns).to_pandas(types_mapper=mapper)
     return out
 
