@@ -39,10 +39,6 @@ NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _NAMES = itertools.count()
 
 
-class EngineInputError(ValueError):
-    """A raw table the engine cannot read (missing file, missing column, not a timestamp)."""
-
-
 def _view_name(table: str) -> str:
     return f"crm_{table}_{next(_NAMES)}_{uuid.uuid4().hex[:8]}"
 
@@ -98,11 +94,6 @@ class Engine(ABC):
     def fetch(self, expr: ir.Table) -> pa.Table:
         """A small result (an aggregate, a few rows) as Arrow."""
         return self.con.to_pyarrow(expr)
-
-    def scalar(self, expr: ir.Scalar) -> Any:
-        """A scalar result as a Python value (``None`` when missing)."""
-        value = self.con.to_pyarrow(expr)
-        return value.as_py() if isinstance(value, pa.Scalar) else value
 
     def lead_parts(self, interactions: int) -> int:
         """In how many parts to build the lead tables of a CRM with this many interactions
