@@ -25,12 +25,13 @@ from features.as_of import (
     NS_PER_DAY,
     TIME,
     Measure,
+    SnapshotGrid,
     f32,
     present,
     ratio,
+    snapshot_windowed,
     up_to_ms,
     whole_ms,
-    windowed,
 )
 from features.schema import (
     ACCOUNT_CATEGORICAL,
@@ -159,13 +160,13 @@ def rfm_segment(recency_days: ir.FloatingValue, frequency: ir.FloatingValue) -> 
     )
 
 
-def account_features(raw: Tables, rows: ir.Table) -> ir.Table:
-    """Account features of ``rows`` (:func:`account_rows`): ``account_id``, ``t_ns``,
-    :data:`features.schema.ACCOUNT_NUMERIC` (float32) and ``ACCOUNT_CATEGORICAL``."""
+def account_features(raw: Tables, rows: ir.Table, grid: SnapshotGrid) -> ir.Table:
+    """Account features of ``rows`` (:func:`account_rows`, snapshots of ``grid``): ``account_id``,
+    ``t_ns``, :data:`features.schema.ACCOUNT_NUMERIC` (float32) and ``ACCOUNT_CATEGORICAL``."""
     subs = present(raw["subscriptions"], "account_id")
     first_start = subs.group_by("account_id").agg(first_start=subs.start.min())
-    sums = windowed(rows.select("account_id", TIME), "account_id", _account_events(raw),
-                    ACCOUNT_MEASURES)  # fmt: skip
+    probes = rows.select("account_id", TIME)
+    sums = snapshot_windowed(probes, "account_id", _account_events(raw), ACCOUNT_MEASURES, grid)
     accounts = raw["accounts"].select("account_id", "employee_band", "industry", "region")
     d = (
         rows.join(sums, ["account_id", TIME])
@@ -233,10 +234,10 @@ def account_labels(rows: ir.Table, as_of_ns: int, settings: Settings) -> ir.Tabl
     )
 
 
-def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
-    """Content reach and conversions among engaged leads at every snapshot after publication:
-    ``content_id``, ``t_ns``, :data:`features.schema.CONTENT_NUMERIC` and
-    ``CONTENT_CATEGORICAL``."""
+def content_features(raw: Tables, grid: ir.Table, times: SnapshotGrid) -> ir.Table:
+    """Content reach and conversions among engaged leads at every snapshot after publication
+    (``grid``: ``g_ns``, the times ``times``): ``content_id``, ``t_ns``,
+    :data:`features.schema.CONTENT_NUMERIC` and ``CONTENT_CATEGORICAL``."""
     content = raw["content"]
     pairs = content.cross_join(grid)
     rows = pairs.filter(pairs.published_at < pairs.g_ns).select(
@@ -257,7 +258,7 @@ def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
         after.select("content_id", t_ns=up_to_ms(after.conv), reach=zero, engaged=zero,
                      converted=one),
     )  # fmt: skip
-    sums = windowed(
+    sums = snapshot_windowed(
         rows.select("content_id", TIME),
         "content_id",
         events,
@@ -267,6 +268,7 @@ def content_features(raw: Tables, grid: ir.Table) -> ir.Table:
             Measure("engaged_leads", "engaged"),
             Measure("converted_engaged_leads", "converted"),
         ],
+        times,
     )
     d = rows.join(sums, ["content_id", TIME])
     out = {

@@ -14,6 +14,7 @@ account's subscription starts and cancellations at or before ``t``. ``leads.stat
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import ibis
 import ibis.expr.types as ir
@@ -28,9 +29,11 @@ from features.as_of import (
     NS_PER_SECOND,
     TIME,
     Measure,
+    SnapshotGrid,
     f32,
     present,
     ratio,
+    snapshot_windowed,
     up_to,
     up_to_ms,
     whole_ms,
@@ -42,14 +45,37 @@ from features.schema import LEAD_CATEGORICAL, LEAD_NUMERIC, LEAD_WINDOWS_DAYS
 Tables = Mapping[str, ir.Table]
 
 
+@dataclass(frozen=True)
+class LeadRows:
+    """The lead feature rows: on the snapshot grid and at creation.
+
+    Attributes:
+        on_grid: ``lead_id``, ``t_ns`` of the snapshot rows.
+        created: ``lead_id``, ``t_ns`` of the creation rows; ``None`` when not asked for.
+        grid: the snapshot times.
+    """
+
+    on_grid: ir.Table
+    created: ir.Table | None
+    grid: SnapshotGrid
+
+    def all(self) -> ir.Table:
+        """Every row, snapshot and creation."""
+        if self.created is None:
+            return self.on_grid
+        return self.on_grid.union(self.created)
+
+
 def lead_rows(
     raw: Tables,
     grid: ir.Table,
+    times: SnapshotGrid,
     last_snapshot_ns: int | None,
     settings: Settings,
     creation_rows: bool,
-) -> ir.Table:
-    """``lead_id``, ``t_ns`` of every lead feature row (see the module docstring)."""
+) -> LeadRows:
+    """Every lead feature row (see the module docstring): snapshots from ``grid`` (``g_ns``, the
+    times ``times``), creation rows after ``last_snapshot_ns``."""
     leads = raw["leads"]
     horizon = settings.lead_scoring_horizon_days * NS_PER_DAY
     pairs = leads.select("lead_id", "created_at", "converted_at").cross_join(grid)
@@ -58,13 +84,14 @@ def lead_rows(
         (pairs.g_ns <= pairs.created_at + horizon),
         pairs.converted_at.isnull() | (pairs.g_ns < pairs.converted_at),
     )
-    rows = pairs.select("lead_id", t_ns=pairs.g_ns)
+    on_grid = pairs.select("lead_id", t_ns=pairs.g_ns)
     if not creation_rows:
-        return rows
+        return LeadRows(on_grid, None, times)
     new = leads.filter(leads.converted_at.isnull())
     if last_snapshot_ns is not None:
         new = new.filter(new.created_at >= last_snapshot_ns)
-    return rows.union(new.select("lead_id", t_ns=up_to(new.created_at, NS_PER_SECOND)))
+    created = new.select("lead_id", t_ns=up_to(new.created_at, NS_PER_SECOND))
+    return LeadRows(on_grid, created, times)
 
 
 def _touch_events(raw: Tables) -> ir.Table:
@@ -158,7 +185,18 @@ def title_readings(distinct_titles: pa.Table) -> pa.Table:
     )
 
 
-def lead_features(raw: Tables, rows: ir.Table, titles: ir.Table, settings: Settings) -> ir.Table:
+def _touches(raw: Tables, rows: LeadRows) -> ir.Table:
+    """The touch measures of every row: the snapshot rows in a running sum over the grid
+    (:func:`features.as_of.snapshot_windowed`), the few creation rows by a join to their
+    touches (:func:`features.as_of.windowed`)."""
+    events, measures = _touch_events(raw), _touch_measures()
+    touches = snapshot_windowed(rows.on_grid, "lead_id", events, measures, rows.grid)
+    if rows.created is None:
+        return touches
+    return touches.union(windowed(rows.created, "lead_id", events, measures), distinct=False)
+
+
+def lead_features(raw: Tables, rows: LeadRows, titles: ir.Table, settings: Settings) -> ir.Table:
     """Lead features of ``rows`` (:func:`lead_rows`): ``lead_id``, ``t_ns`` and
     :data:`features.schema.LEAD_NUMERIC` (float32) + :data:`features.schema.LEAD_CATEGORICAL`.
 
@@ -166,7 +204,7 @@ def lead_features(raw: Tables, rows: ir.Table, titles: ir.Table, settings: Setti
         titles: :func:`title_readings` of the leads' distinct job titles, as an engine table.
     """
     leads = raw["leads"]
-    touches = windowed(rows, "lead_id", _touch_events(raw), _touch_measures())
+    touches = _touches(raw, rows)  # one row per row of ``rows``
     lead_cols = leads.select(
         "lead_id",
         "account_id",
@@ -177,8 +215,8 @@ def lead_features(raw: Tables, rows: ir.Table, titles: ir.Table, settings: Setti
         "purchase_timeframe",
         "job_title",
     )
-    live = _customer_accounts(raw, rows.join(lead_cols, "lead_id").select("account_id", TIME))
-    described = rows.join(touches, ["lead_id", TIME]).join(lead_cols, "lead_id")
+    described = touches.join(lead_cols, "lead_id")
+    live = _customer_accounts(raw, described.select("account_id", TIME))
     live = live.rename(live_account="account_id", live_t="t_ns")
     described = described.left_join(
         live, [described.account_id == live.live_account, described.t_ns == live.live_t]

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from crm.settings import Settings
 from features.account_features import account_features, account_rows, content_features
 from features.account_features import account_labels as account_label_rows
-from features.as_of import NS_PER_DAY, TIME, present
+from features.as_of import NS_PER_DAY, TIME, SnapshotGrid, present
 from features.engines import DuckDBEngine, Engine, frame_as_arrow
 from features.lead_features import lead_features, lead_rows, title_readings
 from features.lead_features import lead_labels as lead_label_rows
@@ -243,6 +243,12 @@ class Calendar:
 
     as_of_ns: int
     grid_ns: tuple[int, ...]
+    step_ns: int
+
+    @property
+    def grid(self) -> SnapshotGrid:
+        """The snapshot times as a start and a step."""
+        return SnapshotGrid(self.grid_ns[0] if self.grid_ns else None, self.step_ns)
 
     @property
     def as_of(self) -> pd.Timestamp:
@@ -285,7 +291,7 @@ def calendar(
     first = min(firsts)
     start = MONDAY_EPOCH_NS + ((first - MONDAY_EPOCH_NS) // step) * step
     as_of = max(int(v) for v in latest)
-    return Calendar(as_of, tuple(range(start, as_of, step)))
+    return Calendar(as_of, tuple(range(start, as_of, step)), step)
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -339,15 +345,15 @@ def feature_tables(
     accounts = account_rows(raw, grid)
     tables: dict[str, list[ir.Table]] = {
         "lead_features": [],
-        "account_features": [account_features(raw, accounts)],
-        "content_features": [content_features(raw, grid)],
+        "account_features": [account_features(raw, accounts, cal.grid)],
+        "content_features": [content_features(raw, grid, cal.grid)],
         "lead_labels": [],
         "account_labels": [account_label_rows(accounts, cal.as_of_ns, settings)],
     }
     for part in lead_parts(raw, engine.lead_parts(facts["interactions.rows"])):
-        leads = lead_rows(part, grid, cal.last_snapshot_ns, settings, creation_rows)
+        leads = lead_rows(part, grid, cal.grid, cal.last_snapshot_ns, settings, creation_rows)
         tables["lead_features"].append(lead_features(part, leads, titles, settings))
-        tables["lead_labels"].append(lead_label_rows(part, leads, cal.as_of_ns, settings))
+        tables["lead_labels"].append(lead_label_rows(part, leads.all(), cal.as_of_ns, settings))
     keys = {
         "lead_features": "lead_id",
         "account_features": "account_id",
