@@ -25,7 +25,7 @@ from features.as_of import (
     NS_PER_DAY,
     TIME,
     Measure,
-    SnapshotGrid,
+    Snapshots,
     f32,
     present,
     ratio,
@@ -44,7 +44,7 @@ Tables = Mapping[str, ir.Table]
 ANNUAL_TERM_DAYS = 365  # the simulator's (and most CRMs') annual term: renewal every 365 days
 
 
-def account_rows(raw: Tables, grid: ir.Table) -> ir.Table:
+def account_rows(raw: Tables, snapshots: Snapshots) -> ir.Table:
     """``account_id``, ``t_ns`` and the live subscription that started last (``start``,
     ``cancelled_at``, ``mrr``, ``seats``, ``plan``) of every account feature row.
 
@@ -53,7 +53,7 @@ def account_rows(raw: Tables, grid: ir.Table) -> ir.Table:
     row order on a cluster).
     """
     subs = present(raw["subscriptions"], "account_id")
-    pairs = subs.cross_join(grid)
+    pairs = subs.cross_join(snapshots.rows)
     pairs = pairs.filter(
         pairs.start < pairs.g_ns, pairs.cancelled_at.isnull() | (pairs.g_ns < pairs.cancelled_at)
     )
@@ -160,13 +160,15 @@ def rfm_segment(recency_days: ir.FloatingValue, frequency: ir.FloatingValue) -> 
     )
 
 
-def account_features(raw: Tables, rows: ir.Table, grid: SnapshotGrid) -> ir.Table:
-    """Account features of ``rows`` (:func:`account_rows`, snapshots of ``grid``): ``account_id``,
+def account_features(raw: Tables, rows: ir.Table, snapshots: Snapshots) -> ir.Table:
+    """Account features of ``rows`` (:func:`account_rows` at ``snapshots``): ``account_id``,
     ``t_ns``, :data:`features.schema.ACCOUNT_NUMERIC` (float32) and ``ACCOUNT_CATEGORICAL``."""
     subs = present(raw["subscriptions"], "account_id")
     first_start = subs.group_by("account_id").agg(first_start=subs.start.min())
     probes = rows.select("account_id", TIME)
-    sums = snapshot_windowed(probes, "account_id", _account_events(raw), ACCOUNT_MEASURES, grid)
+    sums = snapshot_windowed(
+        probes, "account_id", _account_events(raw), ACCOUNT_MEASURES, snapshots.times
+    )
     accounts = raw["accounts"].select("account_id", "employee_band", "industry", "region")
     d = (
         rows.join(sums, ["account_id", TIME])
@@ -234,12 +236,12 @@ def account_labels(rows: ir.Table, as_of_ns: int, settings: Settings) -> ir.Tabl
     )
 
 
-def content_features(raw: Tables, grid: ir.Table, times: SnapshotGrid) -> ir.Table:
-    """Content reach and conversions among engaged leads at every snapshot after publication
-    (``grid``: ``g_ns``, the times ``times``): ``content_id``, ``t_ns``,
+def content_features(raw: Tables, snapshots: Snapshots) -> ir.Table:
+    """Content reach and conversions among engaged leads at every snapshot after publication:
+    ``content_id``, ``t_ns``,
     :data:`features.schema.CONTENT_NUMERIC` and ``CONTENT_CATEGORICAL``."""
     content = raw["content"]
-    pairs = content.cross_join(grid)
+    pairs = content.cross_join(snapshots.rows)
     rows = pairs.filter(pairs.published_at < pairs.g_ns).select(
         "content_id", "published_at", "type", "topic", t_ns=pairs.g_ns
     )
@@ -268,7 +270,7 @@ def content_features(raw: Tables, grid: ir.Table, times: SnapshotGrid) -> ir.Tab
             Measure("engaged_leads", "engaged"),
             Measure("converted_engaged_leads", "converted"),
         ],
-        times,
+        snapshots.times,
     )
     d = rows.join(sums, ["content_id", TIME])
     out = {

@@ -141,6 +141,21 @@ class SnapshotGrid:
     step_ns: int
 
 
+@dataclass(frozen=True)
+class Snapshots:
+    """A build's snapshot grid in the two forms its queries use.
+
+    Attributes:
+        rows: one row per snapshot time, ``g_ns`` (to pair entities with snapshots).
+        times: the same times as a start and a step (for :func:`snapshot_windowed`).
+        last_ns: the last snapshot time; ``None`` when there is none.
+    """
+
+    rows: ir.Table
+    times: SnapshotGrid
+    last_ns: int | None
+
+
 def snapshot_windowed(
     probes: ir.Table,
     key: str,
@@ -200,11 +215,12 @@ def snapshot_windowed(
         return read.cast("float64")
 
     def delta(measure: Measure) -> ir.FloatingValue:
+        read = value(measure)
         if measure.days is None:
-            return ibis.ifelse(starts, value(measure), 0.0)
+            return ibis.ifelse(starts, read, 0.0)
         return ibis.cases(
-            (starts, value(measure)),
-            (fanned.shift == measure.days * MS_PER_DAY, -value(measure)),
+            (starts, read),
+            (fanned.shift == measure.days * MS_PER_DAY, -read),
             else_=0.0,
         )
 

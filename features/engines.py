@@ -95,6 +95,12 @@ class Engine(ABC):
         """A small result (an aggregate, a few rows) as Arrow."""
         return self.con.to_pyarrow(expr)
 
+    def clustered(self, table: ir.Table, column: str, value: ir.IntegerValue) -> ir.Table:
+        """``table`` with ``column`` (an integer, e.g. a part number) holding ``value``, stored so
+        that a filter on one value of ``column`` reads that value's rows, not the whole table.
+        Here: the column only (Spark reads its persisted table partition by partition anyway)."""
+        return table.mutate(**{column: value})
+
     def lead_parts(self, interactions: int) -> int:
         """In how many parts to build the lead tables of a CRM with this many interactions
         (:func:`features.pipeline.lead_parts`): one, unless the engine says otherwise."""
@@ -169,6 +175,17 @@ class DuckDBEngine(Engine):
             self._tables.append(name)
         finally:
             self.con.con.unregister(view)
+        return staged
+
+    def clustered(self, table: ir.Table, column: str, value: ir.IntegerValue) -> ir.Table:
+        # staged again ordered by the column: DuckDB keeps the min and max of each row group of
+        # ~120k rows (its zone maps), so a filter on one value skips every other value's groups.
+        # Without it, each part of a build larger than memory read the whole spilled table.
+        name = _view_name("clustered")
+        staged = self.con.create_table(
+            name, table.mutate(**{column: value}).order_by(column), temp=True
+        )
+        self._tables.append(name)
         return staged
 
     def from_arrow(self, table: pa.Table) -> ir.Table:

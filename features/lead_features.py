@@ -30,6 +30,7 @@ from features.as_of import (
     TIME,
     Measure,
     SnapshotGrid,
+    Snapshots,
     f32,
     present,
     ratio,
@@ -67,18 +68,13 @@ class LeadRows:
 
 
 def lead_rows(
-    raw: Tables,
-    grid: ir.Table,
-    times: SnapshotGrid,
-    last_snapshot_ns: int | None,
-    settings: Settings,
-    creation_rows: bool,
+    raw: Tables, snapshots: Snapshots, settings: Settings, creation_rows: bool
 ) -> LeadRows:
-    """Every lead feature row (see the module docstring): snapshots from ``grid`` (``g_ns``, the
-    times ``times``), creation rows after ``last_snapshot_ns``."""
+    """Every lead feature row (see the module docstring): at the snapshots, and at creation for
+    leads created after the last snapshot."""
     leads = raw["leads"]
     horizon = settings.lead_scoring_horizon_days * NS_PER_DAY
-    pairs = leads.select("lead_id", "created_at", "converted_at").cross_join(grid)
+    pairs = leads.select("lead_id", "created_at", "converted_at").cross_join(snapshots.rows)
     pairs = pairs.filter(
         (pairs.created_at < pairs.g_ns),
         (pairs.g_ns <= pairs.created_at + horizon),
@@ -86,12 +82,12 @@ def lead_rows(
     )
     on_grid = pairs.select("lead_id", t_ns=pairs.g_ns)
     if not creation_rows:
-        return LeadRows(on_grid, None, times)
+        return LeadRows(on_grid, None, snapshots.times)
     new = leads.filter(leads.converted_at.isnull())
-    if last_snapshot_ns is not None:
-        new = new.filter(new.created_at >= last_snapshot_ns)
+    if snapshots.last_ns is not None:
+        new = new.filter(new.created_at >= snapshots.last_ns)
     created = new.select("lead_id", t_ns=up_to(new.created_at, NS_PER_SECOND))
-    return LeadRows(on_grid, created, times)
+    return LeadRows(on_grid, created, snapshots.times)
 
 
 def _touch_events(raw: Tables) -> ir.Table:

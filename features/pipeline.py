@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from crm.settings import Settings
 from features.account_features import account_features, account_rows, content_features
 from features.account_features import account_labels as account_label_rows
-from features.as_of import NS_PER_DAY, TIME, SnapshotGrid, present
+from features.as_of import NS_PER_DAY, TIME, SnapshotGrid, Snapshots, present
 from features.engines import DuckDBEngine, Engine, frame_as_arrow
 from features.lead_features import lead_features, lead_rows, title_readings
 from features.lead_features import lead_labels as lead_label_rows
@@ -297,22 +297,29 @@ def calendar(
 # ------------------------------------------------------------------------------------ tables
 
 
-def lead_parts(raw: Mapping[str, ir.Table], parts: int) -> list[dict[str, ir.Table]]:
+PART = "lead_part"
+
+
+def lead_parts(
+    engine: Engine, raw: Mapping[str, ir.Table], parts: int
+) -> list[dict[str, ir.Table]]:
     """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
     with those leads' touches: lead features and labels are built part by part, so that the
-    join of every lead row to its earlier touches never holds more than one part's."""
+    join of every lead row to its earlier touches never holds more than one part's. The leads and
+    touches are stored clustered by part (:meth:`Engine.clustered`), so that each part reads its
+    own rows only."""
     if parts <= 1:
         return [dict(raw)]
-
-    def part_of(lead_id: ir.StringValue) -> ir.IntegerValue:
-        return (lead_id.hash() % parts + parts) % parts  # a hash may be negative
-
+    clustered = {}
+    for name in ("leads", "interactions"):
+        lead_id = raw[name].lead_id
+        part_of = (lead_id.hash() % parts + parts) % parts  # a hash may be negative
+        clustered[name] = engine.clustered(raw[name], PART, part_of)
     out = []
     for i in range(parts):
         part = dict(raw)
-        leads, touches = raw["leads"], raw["interactions"]
-        part["leads"] = leads.filter(part_of(leads.lead_id) == i)
-        part["interactions"] = touches.filter(part_of(touches.lead_id) == i)
+        for name, table in clustered.items():
+            part[name] = table.filter(table[PART] == i).drop(PART)
         out.append(part)
     return out
 
@@ -340,18 +347,19 @@ def feature_tables(
     facts = facts if facts is not None else raw_facts(engine, raw)
     cal = calendar(engine, raw, settings, facts)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
+    snapshots = Snapshots(grid, cal.grid, cal.last_snapshot_ns)
     titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
-    accounts = account_rows(raw, grid)
+    accounts = account_rows(raw, snapshots)
     tables: dict[str, list[ir.Table]] = {
         "lead_features": [],
-        "account_features": [account_features(raw, accounts, cal.grid)],
-        "content_features": [content_features(raw, grid, cal.grid)],
+        "account_features": [account_features(raw, accounts, snapshots)],
+        "content_features": [content_features(raw, snapshots)],
         "lead_labels": [],
         "account_labels": [account_label_rows(accounts, cal.as_of_ns, settings)],
     }
-    for part in lead_parts(raw, engine.lead_parts(facts["interactions.rows"])):
-        leads = lead_rows(part, grid, cal.grid, cal.last_snapshot_ns, settings, creation_rows)
+    for part in lead_parts(engine, raw, engine.lead_parts(facts["interactions.rows"])):
+        leads = lead_rows(part, snapshots, settings, creation_rows)
         tables["lead_features"].append(lead_features(part, leads, titles, settings))
         tables["lead_labels"].append(lead_label_rows(part, leads.all(), cal.as_of_ns, settings))
     keys = {
