@@ -4,7 +4,8 @@
 (``local[2]``), at each size of ``--sizes`` (default 10 M and 100 M interactions), beside the
 pandas pipeline (``benchmarks/pandas_features.py``, the build before the engines) at the sizes up
 to ``--pandas-max``; above that its peak is extrapolated from the sizes measured and the size is
-reported "does not fit" when the estimate exceeds the machine's memory. Each build runs alone in
+reported "does not fit" when the estimate exceeds the machine's memory; Spark at the sizes up to
+``--spark-max`` (default: all; at 100 M it takes hours on two cores). Each build runs alone in
 a fresh interpreter; its peak memory is the summed RSS of the process tree (the Spark JVM
 included, see ``_measure``). The data are copies of one simulation with ids made unique per copy
 (``benchmarks/scale_data.py``), generated once under ``--scale-root`` and reused.
@@ -239,6 +240,7 @@ def by_engine(args: argparse.Namespace) -> None:
     root.mkdir(parents=True, exist_ok=True)
     sizes = sorted(parse_size(s) for s in args.sizes)
     pandas_max = parse_size(args.pandas_max)
+    spark_max = parse_size(args.spark_max) if args.spark_max else None
     data_log: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:
@@ -248,6 +250,9 @@ def by_engine(args: argparse.Namespace) -> None:
         results[label] = {}
         for engine in args.engines:
             if engine == "pandas" and size > pandas_max:
+                continue
+            if engine == "spark" and spark_max is not None and size > spark_max:
+                results[label][engine] = {"not_run": "above --spark-max (the run's time budget)"}
                 continue
             print(f"build {label} {engine} ...", flush=True)
             if engine == "pandas":
@@ -366,8 +371,11 @@ def table(results: dict[str, dict[str, Any]], grown: dict[str, Any]) -> str:
                     f"{fig['rows_per_second']:>12,}"
                 )
             else:
+                estimate = fig.get("estimated_peak_gib")
                 note = fig.get("error") or (
-                    f"{fig.get('not_run')}: ~{fig.get('estimated_peak_gib')} GiB estimated"
+                    f"{fig.get('not_run')}: ~{estimate} GiB estimated"
+                    if estimate is not None
+                    else f"{fig.get('not_run')}"
                 )
                 lines.append(f"{label:>6}  {engine:<8}  {note}")
     for engine, g in grown.items():
@@ -384,6 +392,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sizes", nargs="+", default=["10M", "100M"])
     group.add_argument("--engines", nargs="+", default=["duckdb", "spark", "pandas"])
     group.add_argument("--pandas-max", default="10M", help="largest size pandas is run at")
+    group.add_argument(
+        "--spark-max", default=None, help="largest size Spark is run at (default: every size)"
+    )
     group.add_argument(
         "--scale-root", type=Path, default=Path(tempfile.gettempdir()) / "crm-bench-scale"
     )
