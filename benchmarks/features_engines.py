@@ -5,10 +5,11 @@
 pandas pipeline (``benchmarks/pandas_features.py``, the build before the engines) at the sizes up
 to ``--pandas-max``; above that its peak is extrapolated from the sizes measured and the size is
 reported "does not fit" when the estimate exceeds the machine's memory; Spark at the sizes up to
-``--spark-max`` (default: all; at 100 M it takes hours on two cores). Each build runs alone in
-a fresh interpreter; its peak memory is the summed RSS of the process tree (the Spark JVM
-included, see ``_measure``). The data are copies of one simulation with ids made unique per copy
-(``benchmarks/scale_data.py``), generated once under ``--scale-root`` and reused.
+``--spark-max`` (default: all; at 100 M it takes hours on two cores); ``--largest-first`` builds
+the largest size first. Each build runs alone in a fresh interpreter; its peak memory is the
+summed RSS of the process tree (the Spark JVM included, see ``_measure``). The data are copies
+of one simulation with ids made unique per copy (``benchmarks/scale_data.py``), generated once
+under ``--scale-root`` and reused.
 
 Run through ``python benchmarks/features.py --by-engine [--sizes 10M 100M]``; writes
 ``benchmarks/results/features_engines.json`` and prints a table with the growth from the smallest
@@ -238,7 +239,9 @@ def by_engine(args: argparse.Namespace) -> None:
     """Section 5: the feature build by engine and size (see the module docstring)."""
     root = args.scale_root
     root.mkdir(parents=True, exist_ok=True)
-    sizes = sorted(parse_size(s) for s in args.sizes)
+    # largest first when asked: a run that outlasts its time budget then loses the small sizes,
+    # which are quick to measure again, rather than the large one
+    sizes = sorted((parse_size(s) for s in args.sizes), reverse=args.largest_first)
     pandas_max = parse_size(args.pandas_max)
     spark_max = parse_size(args.spark_max) if args.spark_max else None
     data_log: dict[str, Any] = {}
@@ -277,12 +280,14 @@ def by_engine(args: argparse.Namespace) -> None:
             print(f"  {json.dumps(figures)}", flush=True)
             shutil.rmtree(data / "features", ignore_errors=True)
             report(args, data_log, results, echo=False)  # what is measured so far, kept
+    measured = {k: v["pandas"] for k, v in results.items() if "pandas" in v}
+    for size in sizes:
         if "pandas" in args.engines and size > pandas_max:
-            measured = {k: v["pandas"] for k, v in results.items() if "pandas" in v}
-            results[label]["pandas"] = {
+            results[size_label(size)]["pandas"] = {
                 "not_run": "does not fit",
                 **pandas_estimate(measured, size),
             }
+    results = {size_label(size): results[size_label(size)] for size in sorted(sizes)}
     payload = report(args, data_log, results)
     print(table(results, payload["growth"]))
 
@@ -342,11 +347,14 @@ def growth(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     labels = list(results)
     engines = {e for r in results.values() for e in r}
     for engine in sorted(engines):
-        sized = [
-            (lab, results[lab][engine])
-            for lab in labels
-            if "seconds" in results[lab].get(engine, {})
-        ]
+        sized = sorted(
+            (
+                (lab, results[lab][engine])
+                for lab in labels
+                if "seconds" in results[lab].get(engine, {})
+            ),
+            key=lambda item: item[1]["interactions"],
+        )
         if len(sized) < 2:
             continue
         (a, first), (b, last) = sized[0], sized[-1]
@@ -399,6 +407,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale-root", type=Path, default=Path(tempfile.gettempdir()) / "crm-bench-scale"
     )
     group.add_argument("--layout", choices=("folders", "file"), default="folders")
+    group.add_argument("--largest-first", action="store_true", help="build the largest size first")
     group.add_argument("--label", default="", help="a note kept with the results")
     group.add_argument("--spark-driver-memory", default="12g")
     group.add_argument("--duckdb-memory-limit", default=None)
