@@ -61,6 +61,16 @@ def test_bags_of_touches_choose_the_simplest_form() -> None:
         table["cv_log_loss"] <= best + table.loc[table["cv_log_loss"].idxmin(), "standard_error"]
     ]
     assert table.loc[table["chosen"], "candidate"].item() == within["candidate"].iloc[0]
+    # and each row says how far it is from the chosen form on the same journeys: the paired
+    # difference, whose standard error is below either candidate's own
+    chosen = table[table["chosen"]].iloc[0]
+    assert chosen["minus_chosen"] == 0 and chosen["paired_standard_error"] == 0
+    others = table[~table["chosen"]]
+    # (the same gap as between the log-losses, up to how each is scored: the fold's learning
+    # curve against the predictions at the chosen round, ~4e-5 apart here)
+    gap = others["cv_log_loss"] - chosen["cv_log_loss"]
+    assert np.allclose(others["minus_chosen"], gap, atol=1e-4)
+    assert (others["paired_standard_error"] < others["standard_error"]).all()
 
 
 def test_order_in_the_journeys_chooses_a_form_that_sees_it() -> None:
