@@ -105,9 +105,8 @@ def _trust_section(
         f"Over the whole run, whatever period is chosen above: trust the data-driven model. "
         f"It learned how these journeys convert "
         f"({advice['conversion_model']}), chosen among {len(advice['candidates'])} model forms "
-        f"because it predicted journeys it had not seen best (3-fold cross-validation; "
-        f"held-out log-loss {advice['cv_log_loss']:.4f}; it ranks a converting journey above "
-        f"one that did not {advice['cv_auc']:.0%} of the time). The other models are rules "
+        f"by 3-fold cross-validation because {advice['choice']}. It ranks a converting journey "
+        f"above one that did not {advice['cv_auc']:.0%} of the time. The other models are rules "
         "with no such check."
     )
     if far:

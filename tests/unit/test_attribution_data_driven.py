@@ -61,6 +61,16 @@ def test_bags_of_touches_choose_the_simplest_form() -> None:
         table["cv_log_loss"] <= best + table.loc[table["cv_log_loss"].idxmin(), "standard_error"]
     ]
     assert table.loc[table["chosen"], "candidate"].item() == within["candidate"].iloc[0]
+    # and each row says how far it is from the chosen form on the same journeys: the paired
+    # difference, whose standard error is below either candidate's own
+    chosen = table[table["chosen"]].iloc[0]
+    assert chosen["minus_chosen"] == 0 and chosen["paired_standard_error"] == 0
+    others = table[~table["chosen"]]
+    # (the same gap as between the log-losses, up to how each is scored: the fold's learning
+    # curve against the predictions at the chosen round, ~4e-5 apart here)
+    gap = others["cv_log_loss"] - chosen["cv_log_loss"]
+    assert np.allclose(others["minus_chosen"], gap, atol=1e-4)
+    assert (others["paired_standard_error"] < others["standard_error"]).all()
 
 
 def test_order_in_the_journeys_chooses_a_form_that_sees_it() -> None:
@@ -119,3 +129,38 @@ def test_without_non_converting_journeys_credit_is_split_evenly_and_flagged() ->
     assert dict(
         zip(result.channels["channel"], result.channels["value"], strict=True)
     ) == pytest.approx({"a": 25.0, "b": 5.0})
+
+
+def _table(losses: list[float], chosen: int, paired_se: float) -> pd.DataFrame:
+    names = ["stumps", "noisy-OR", "trees"][: len(losses)]
+    return pd.DataFrame(
+        {
+            "candidate": names,
+            "cv_log_loss": losses,
+            "minus_chosen": [v - losses[chosen] for v in losses],
+            "paired_standard_error": [0.0 if i == chosen else paired_se for i in range(3)][
+                : len(losses)
+            ],
+            "chosen": [i == chosen for i in range(len(losses))],
+        }
+    )
+
+
+def test_the_reason_for_the_form_says_how_clearly_the_data_chose_it() -> None:
+    from training.attribution.recommend import why_this_form
+
+    # given the chosen form best by 0.0015, with a paired standard error of 0.0002 against the next
+    clear = why_this_form(_table([0.4760, 0.4720, 0.4735], 1, 0.0002), 0.4720)
+    # then the reason names the next best and a clear margin (7.5 standard errors)
+    assert "best" in clear and "trees" in clear and "8 standard errors" in clear
+    assert "clear margin" in clear
+    # given the same gap with a paired standard error of 0.001, the margin is called thin
+    thin = why_this_form(_table([0.4760, 0.4720, 0.4735], 1, 0.001), 0.4720)
+    assert "1.5 standard errors" in thin and "thin margin" in thin
+    # given a richer form slightly better but the simpler one kept (one-standard-error rule)
+    kept = why_this_form(_table([0.4722, 0.4720, 0.4735], 0, 0.0002), 0.4722)
+    # then the reason does not claim the kept form predicted best
+    assert "best" in kept and "predicted journeys it had not seen best" not in kept
+    assert "noisy-OR" in kept and "simpler" in kept
+    # given a model reloaded without its cross-validation table, only its loss is said
+    assert "0.4720" in why_this_form(pd.DataFrame(), 0.4720)

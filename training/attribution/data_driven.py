@@ -110,7 +110,11 @@ class ConversionModel:
     """A fitted conversion model over journeys: the chosen candidate and its booster.
 
     ``cross_validation`` holds one row per candidate: ``candidate``, ``rounds`` (best),
-    ``cv_log_loss`` (mean per journey at that round), ``chosen``.
+    ``cv_log_loss`` (mean per journey at that round), ``standard_error`` (of that mean),
+    ``minus_chosen`` (its held-out log-loss minus the chosen candidate's, per journey) and
+    ``paired_standard_error`` (of that difference over the same journeys and folds, far smaller
+    than either standard error alone: it says whether the likelihood really tells the two forms
+    apart), ``chosen``.
     """
 
     candidate: Candidate
@@ -311,7 +315,15 @@ def fit_conversion_model(
         result = _cross_validate(candidate, x, split_conv, split_null, n_channels, seed)
         if result is not None:
             scored.append(result)
-    columns = ["candidate", "rounds", "cv_log_loss", "standard_error", "chosen"]
+    columns = [
+        "candidate",
+        "rounds",
+        "cv_log_loss",
+        "standard_error",
+        "minus_chosen",
+        "paired_standard_error",
+        "chosen",
+    ]
     if not scored:  # every journey converted (or none did): no contrast to learn from
         table = pd.DataFrame(columns=columns)
         return ConversionModel(
@@ -323,7 +335,15 @@ def fit_conversion_model(
     chosen = next(r for r in scored if r.loss <= best.loss + error)
     table = pd.DataFrame(
         [
-            (r.candidate.name, r.rounds, r.loss, _standard_error(r.row_loss, weight), r is chosen)
+            (
+                r.candidate.name,
+                r.rounds,
+                r.loss,
+                _standard_error(r.row_loss, weight),
+                float((r.row_loss - chosen.row_loss).sum() / weight.sum()),
+                _standard_error(r.row_loss - chosen.row_loss, weight),
+                r is chosen,
+            )
             for r in scored
         ],
         columns=columns,

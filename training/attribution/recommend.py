@@ -29,8 +29,9 @@ def recommendation(
     Returns:
         ``model``; ``conversion_model`` (the candidate the cross-validation chose);
         ``cv_log_loss`` and ``cv_auc``; ``candidates`` (each candidate's cross-validated
-        log-loss); ``disagreement`` (TVD of every other model from it); ``uncertain_channels``
-        (channels whose interval includes zero); ``reason`` (a paragraph in plain words).
+        log-loss); ``choice`` (why that form, :func:`why_this_form`); ``disagreement`` (TVD of
+        every other model from it); ``uncertain_channels`` (channels whose interval includes
+        zero); ``reason`` (a paragraph in plain words).
     """
     by_name = {r.model: r for r in results}
     chosen = by_name.get(RECOMMENDED)
@@ -55,14 +56,12 @@ def recommendation(
     name = str(chosen.details.get("model", ""))
     loss = float(chosen.details.get("cv_log_loss", float("nan")))
     auc = float(chosen.details.get("cv_auc", float("nan")))
-    runner_up = sorted(candidates, key=lambda c: float(c["cv_log_loss"]))[1:2]
+    choice = why_this_form(table, loss)
     far = [m for m, d in sorted(disagreement.items(), key=lambda kv: -kv[1]) if d >= 0.1]
     reason = (
         f"Trust the data-driven model. It learned how journeys convert ({name}), chosen among "
-        f"{len(candidates)} model forms because it predicted journeys it had not seen best "
-        f"(cross-validated log-loss {loss:.4f}"
-        + (f" against {runner_up[0]['cv_log_loss']:.4f} for the next best" if runner_up else "")
-        + f"; it ranks a converting journey above one that did not {auc:.0%} of the time). "
+        f"{len(candidates)} model forms because {choice}; it ranks a converting journey above "
+        f"one that did not {auc:.0%} of the time. "
         "It credits each channel with the conversions the model says would be lost without it. "
         "The rule-based models (first, last, linear touch and the like) and Markov chains have no "
         "such check."
@@ -88,7 +87,48 @@ def recommendation(
         "cv_log_loss": round(loss, 5),
         "cv_auc": round(auc, 4),
         "candidates": candidates,
+        "choice": choice,
         "disagreement": disagreement,
         "uncertain_channels": uncertain,
         "reason": reason,
     }
+
+
+def why_this_form(table: pd.DataFrame, loss: float) -> str:
+    """Why the cross-validation chose its form, as a clause for "chosen because ...".
+
+    Either the chosen form predicted held-out journeys best, and the clause says by how much
+    against the next form in standard errors of their paired difference (the same journeys and
+    folds), so a reader sees whether the data really tell the two apart. Or a richer form did
+    a little better, within one standard error, and the simpler form was kept (the one-standard-
+    error rule of ``fit_conversion_model``). ``table`` is the model's ``cross_validation``; a
+    model reloaded from the registry has none, and ``loss`` is then all there is to say.
+    """
+    if table.empty or "chosen" not in table or not table["chosen"].any():
+        return f"it predicted journeys it had not seen well (held-out log-loss {loss:.4f})"
+    chosen = table[table["chosen"]].iloc[0]
+    others = table[~table["chosen"]]
+    if others.empty:
+        return (
+            "it was the only form the journeys could be fitted with "
+            f"(held-out log-loss {chosen.cv_log_loss:.4f})"
+        )
+    rival = others.loc[others["cv_log_loss"].idxmin()]
+    if rival.cv_log_loss < chosen.cv_log_loss:
+        return (
+            "it predicted journeys it had not seen as well as the best form tried, within the "
+            f"noise of the estimate ({rival.candidate}: held-out log-loss "
+            f"{rival.cv_log_loss:.4f} against its {chosen.cv_log_loss:.4f}), and it is simpler"
+        )
+    said = (
+        f"it predicted journeys it had not seen best (held-out log-loss "
+        f"{chosen.cv_log_loss:.4f} against {rival.cv_log_loss:.4f} for the next best, "
+        f"{rival.candidate}"
+    )
+    error = float(rival.get("paired_standard_error", float("nan")))
+    if not error > 0:
+        return said + ")"
+    apart = float(rival.minus_chosen) / error
+    if apart >= 2:
+        return said + f"; {apart:.0f} standard errors of the difference apart, a clear margin)"
+    return said + f"; {apart:.1f} standard errors of the difference apart, a thin margin)"
