@@ -212,7 +212,10 @@ def lead_features(raw: Tables, rows: LeadRows, titles: ir.Table, settings: Setti
         "job_title",
     )
     described = touches.join(lead_cols, "lead_id")
-    live = _customer_accounts(raw, described.select("account_id", TIME))
+    # the accounts are probed from the rows, not from ``described``: a query that read the touch
+    # sums twice would compute them twice (an engine inlines a shared subquery)
+    rows_with_account = rows.all().join(leads.select("lead_id", "account_id"), "lead_id")
+    live = _customer_accounts(raw, rows_with_account.select("account_id", TIME))
     live = live.rename(live_account="account_id", live_t="t_ns")
     described = described.left_join(
         live, [described.account_id == live.live_account, described.t_ns == live.live_t]
