@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
@@ -100,6 +101,10 @@ class Engine(ABC):
         that a filter on one value of ``column`` reads that value's rows, not the whole table.
         Here: the column only (Spark reads its persisted table partition by partition anyway)."""
         return table.mutate(**{column: value})
+
+    def forget(self, table: ir.Table) -> None:  # noqa: B027 (a default that does nothing)
+        """Free what this engine staged for ``table``'s sources: the caller uses a restaged copy
+        (:meth:`clustered`) in its place from now on. Here: nothing (a Spark view is cheap)."""
 
     def lead_parts(self, interactions: int) -> int:
         """In how many parts to build the lead tables of a CRM with this many interactions
@@ -187,6 +192,14 @@ class DuckDBEngine(Engine):
         )
         self._tables.append(name)
         return staged
+
+    def forget(self, table: ir.Table) -> None:
+        # the staged copy would otherwise stay beside the clustered one: twice the touches held
+        # in memory or spilled to the temporary directory (34 GB at 100 M interactions)
+        for source in table.op().find(ops.PhysicalTable):
+            if source.name in self._tables:
+                self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{source.name}"')
+                self._tables.remove(source.name)
 
     def from_arrow(self, table: pa.Table) -> ir.Table:
         # registered on DuckDB's connection: Ibis's memtables are created lazily, at execution,

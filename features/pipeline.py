@@ -300,14 +300,13 @@ def calendar(
 PART = "lead_part"
 
 
-def lead_parts(
-    engine: Engine, raw: Mapping[str, ir.Table], parts: int
-) -> list[dict[str, ir.Table]]:
+def lead_parts(engine: Engine, raw: dict[str, ir.Table], parts: int) -> list[dict[str, ir.Table]]:
     """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
     with those leads' touches: lead features and labels are built part by part, so that the
     join of every lead row to its earlier touches never holds more than one part's. The leads and
-    touches are stored clustered by part (:meth:`Engine.clustered`), so that each part reads its
-    own rows only."""
+    touches are restaged clustered by part (:meth:`Engine.clustered`), so that each part reads its
+    own rows only; ``raw`` then names the clustered copies (every part together), and the first
+    staged copies are freed (:meth:`Engine.forget`)."""
     if parts <= 1:
         return [dict(raw)]
     clustered = {}
@@ -315,6 +314,8 @@ def lead_parts(
         lead_id = raw[name].lead_id
         part_of = (lead_id.hash() % parts + parts) % parts  # a hash may be negative
         clustered[name] = engine.clustered(raw[name], PART, part_of)
+        engine.forget(raw[name])
+        raw[name] = clustered[name].drop(PART)
     out = []
     for i in range(parts):
         part = dict(raw)
@@ -343,13 +344,18 @@ def feature_tables(
 ) -> FeatureTables:
     """The five tables ``crm-intel features build`` writes, as expressions on ``engine``:
     ``lead_features``, ``account_features``, ``content_features``, ``lead_labels`` and
-    ``account_labels`` (each with its key and ``t_ns``; see the feature modules)."""
+    ``account_labels`` (each with its key and ``t_ns``; see the feature modules).
+
+    When the lead tables are built in parts (:func:`lead_parts`), the leads and touches of
+    ``raw`` are restaged and their first staged copies freed: ``raw`` is not queried after."""
     facts = facts if facts is not None else raw_facts(engine, raw)
     cal = calendar(engine, raw, settings, facts)
     grid = engine.from_arrow(pa.table({"g_ns": pa.array(cal.grid_ns, pa.int64())}))
     snapshots = Snapshots(grid, cal.grid, cal.last_snapshot_ns)
     titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
+    raw = dict(raw)  # the leads and touches are restaged by part (and the first copies freed)
+    parts = lead_parts(engine, raw, engine.lead_parts(facts["interactions.rows"]))
     accounts = account_rows(raw, snapshots)
     tables: dict[str, list[ir.Table]] = {
         "lead_features": [],
@@ -358,7 +364,7 @@ def feature_tables(
         "lead_labels": [],
         "account_labels": [account_label_rows(accounts, cal.as_of_ns, settings)],
     }
-    for part in lead_parts(engine, raw, engine.lead_parts(facts["interactions.rows"])):
+    for part in parts:
         leads = lead_rows(part, snapshots, settings, creation_rows)
         tables["lead_features"].append(lead_features(part, leads, titles, settings))
         tables["lead_labels"].append(lead_label_rows(part, leads.all(), cal.as_of_ns, settings))

@@ -14,6 +14,7 @@ from engine_checks import FIXTURE, TABLES, differences, fixture_differences
 
 from crm.settings import Settings
 from features.engines import DuckDBEngine
+from features.pipeline import feature_tables, load_raw, raw_facts
 from features.store import build
 
 pytestmark = pytest.mark.integration
@@ -76,3 +77,23 @@ def test_lead_tables_built_in_parts_equal_the_frozen_tables(
     # when it is built, then every table is still the pandas pipeline's, row for row
     build(settings)
     assert fixture_differences(settings.features_dir) == {name: [] for name in TABLES}
+
+
+def test_a_build_in_parts_keeps_one_staged_copy_of_the_touches(
+    small_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the test CRM staged for a build in five parts
+    monkeypatch.setattr(DuckDBEngine, "PART_INTERACTIONS", 7_000)
+    engine = DuckDBEngine()
+    try:
+        raw = load_raw(engine, small_data_dir / "raw")
+        facts = raw_facts(engine, raw)
+        # when its tables are defined (the touches restaged, clustered by part)
+        feature_tables(engine, raw, Settings(data_dir=small_data_dir), facts=facts)
+        # then DuckDB holds the touches once: the first staged copy is freed
+        staged = engine.con.con.sql(
+            "SELECT estimated_size FROM duckdb_tables() WHERE temporary"
+        ).fetchall()
+        assert [n for (n,) in staged].count(facts["interactions.rows"]) == 1
+    finally:
+        engine.close()
