@@ -198,8 +198,12 @@ class DuckDBEngine(Engine):
         # in memory or spilled to the temporary directory (34 GB at 100 M interactions)
         for source in table.op().find(ops.PhysicalTable):
             if source.name in self._tables:
-                self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{source.name}"')
+                self._drop(source.name)
                 self._tables.remove(source.name)
+
+    def _drop(self, name: str) -> None:
+        # (Ibis's drop_table emits SQL this sqlglot cannot end)
+        self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
 
     def from_arrow(self, table: pa.Table) -> ir.Table:
         # registered on DuckDB's connection: Ibis's memtables are created lazily, at execution,
@@ -210,8 +214,8 @@ class DuckDBEngine(Engine):
         return self.con.table(name)
 
     def release(self) -> None:
-        for name in self._tables:  # (Ibis's drop_table emits SQL this sqlglot cannot end)
-            self.con.con.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
+        for name in self._tables:
+            self._drop(name)
         for name in self._registered:
             self.con.con.unregister(name)
         self._tables.clear()

@@ -300,29 +300,34 @@ def calendar(
 PART = "lead_part"
 
 
-def lead_parts(engine: Engine, raw: dict[str, ir.Table], parts: int) -> list[dict[str, ir.Table]]:
+def lead_parts(
+    engine: Engine, raw: Mapping[str, ir.Table], parts: int
+) -> tuple[dict[str, ir.Table], list[dict[str, ir.Table]]]:
     """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
     with those leads' touches: lead features and labels are built part by part, so that the
     join of every lead row to its earlier touches never holds more than one part's. The leads and
     touches are restaged clustered by part (:meth:`Engine.clustered`), so that each part reads its
-    own rows only; ``raw`` then names the clustered copies (every part together), and the first
-    staged copies are freed (:meth:`Engine.forget`)."""
+    own rows only, and their first staged copies are freed (:meth:`Engine.forget`).
+
+    Returns:
+        the raw tables to use in place of ``raw`` (every part together), and the parts.
+    """
+    whole = dict(raw)
     if parts <= 1:
-        return [dict(raw)]
+        return whole, [whole]
     clustered = {}
     for name in ("leads", "interactions"):
-        lead_id = raw[name].lead_id
-        part_of = (lead_id.hash() % parts + parts) % parts  # a hash may be negative
+        part_of = (raw[name].lead_id.hash() % parts + parts) % parts  # a hash may be negative
         clustered[name] = engine.clustered(raw[name], PART, part_of)
         engine.forget(raw[name])
-        raw[name] = clustered[name].drop(PART)
+        whole[name] = clustered[name].drop(PART)
     out = []
     for i in range(parts):
-        part = dict(raw)
+        part = dict(whole)
         for name, table in clustered.items():
             part[name] = table.filter(table[PART] == i).drop(PART)
         out.append(part)
-    return out
+    return whole, out
 
 
 @dataclass
@@ -354,8 +359,7 @@ def feature_tables(
     snapshots = Snapshots(grid, cal.grid, cal.last_snapshot_ns)
     titles_present = engine.fetch(present(raw["leads"].select("job_title"), "job_title").distinct())
     titles = engine.from_arrow(title_readings(titles_present))
-    raw = dict(raw)  # the leads and touches are restaged by part (and the first copies freed)
-    parts = lead_parts(engine, raw, engine.lead_parts(facts["interactions.rows"]))
+    raw, parts = lead_parts(engine, raw, engine.lead_parts(facts["interactions.rows"]))
     accounts = account_rows(raw, snapshots)
     tables: dict[str, list[ir.Table]] = {
         "lead_features": [],
