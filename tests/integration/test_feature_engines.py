@@ -90,10 +90,14 @@ def test_a_build_in_parts_keeps_one_staged_copy_of_the_touches(
         facts = raw_facts(engine, raw)
         # when its tables are defined (the touches restaged, clustered by part)
         feature_tables(engine, raw, Settings(data_dir=small_data_dir), facts=facts)
-        # then DuckDB holds the touches once: the first staged copy is freed
-        staged = engine.con.con.sql(
-            "SELECT estimated_size FROM duckdb_tables() WHERE temporary"
-        ).fetchall()
-        assert [n for (n,) in staged].count(facts["interactions.rows"]) == 1
+        # then the touches are staged once: the first staged copy is freed
+        views = engine.con.con.sql(
+            "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+        )
+        rows = [
+            engine.con.con.sql(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            for (name,) in views.fetchall()
+        ]
+        assert rows.count(facts["interactions.rows"]) == 1
     finally:
         engine.close()
