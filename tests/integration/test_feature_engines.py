@@ -101,3 +101,19 @@ def test_a_build_in_parts_keeps_one_staged_copy_of_the_touches(
         assert rows.count(facts["interactions.rows"]) == 1
     finally:
         engine.close()
+
+
+def test_an_empty_table_restaged_by_part_reads_back_empty(tmp_path: Path) -> None:
+    # given a staged table with no rows (a CRM without a kind of record)
+    engine = DuckDBEngine(tmp_path)
+    try:
+        empty = engine.con.sql("SELECT 'L1' AS lead_id, 1 AS n WHERE false")
+        # when it is restaged by part
+        clustered = engine.clustered(empty, "part", empty.n % 3)
+        # then it reads back with its columns and no rows
+        assert engine.fetch(clustered).column_names == ["lead_id", "n", "part"]
+        assert engine.fetch(clustered).num_rows == 0
+    finally:
+        engine.close()
+    # and nothing staged is left behind
+    assert list(tmp_path.glob("staged-*")) == []
