@@ -213,9 +213,11 @@ class DuckDBEngine(Engine):
         if partition_by:
             options += f', PARTITION_BY ("{partition_by}")'
         self.con.con.execute(f"COPY ({self.con.compile(expr)}) TO {_quoted(target)} ({options})")
-        if partition_by and not any(target.rglob("*.parquet")):  # no rows, so no folder to read
+        if partition_by and not any(target.rglob("*.parquet")):
+            # no rows, so no folder was written to read back: one empty file of the same columns
             shutil.rmtree(target, ignore_errors=True)
-            return self._stage(expr, stem)
+            target, partition_by = target.with_name(f"{name}.parquet"), None
+            pq.write_table(expr.schema().to_pyarrow().empty_table(), target)
         self._staged[name] = target
         if partition_by:
             reader = (
@@ -233,9 +235,12 @@ class DuckDBEngine(Engine):
             if source.name in self._staged:
                 self._drop(source.name)
 
-    def _drop(self, name: str) -> None:
+    def _drop_view(self, name: str) -> None:
         # (Ibis's drop_view emits SQL this sqlglot cannot end)
         self.con.con.execute(f'DROP VIEW IF EXISTS temp.main."{name}"')
+
+    def _drop(self, name: str) -> None:
+        self._drop_view(name)
         target = self._staged.pop(name)
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
@@ -251,8 +256,9 @@ class DuckDBEngine(Engine):
         return self.con.table(name)
 
     def release(self) -> None:
-        for name in list(self._staged):
-            self._drop(name)
+        for name in self._staged:
+            self._drop_view(name)
+        self._staged.clear()  # their files go with the stage folder below
         for name in self._registered:
             self.con.con.unregister(name)
         self._registered.clear()

@@ -305,9 +305,10 @@ def lead_parts(
 ) -> tuple[dict[str, ir.Table], list[dict[str, ir.Table]]]:
     """The raw tables split into ``parts`` disjoint sets of leads (by a hash of the lead id), each
     with those leads' touches: lead features and labels are built part by part, so that the
-    join of every lead row to its earlier touches never holds more than one part's. The leads and
-    touches are restaged clustered by part (:meth:`Engine.clustered`), so that each part reads its
-    own rows only, and their first staged copies are freed (:meth:`Engine.forget`).
+    running sums of touches over each lead's snapshots (:func:`features.as_of.snapshot_windowed`)
+    never hold more than one part's rows. The leads and touches are restaged clustered by part
+    (:meth:`Engine.clustered`), so that each part reads its own rows only, and their first staged
+    copies are freed (:meth:`Engine.forget`).
 
     Returns:
         the raw tables to use in place of ``raw`` (every part together), and the parts.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crm.settings import Settings
 from features.engines import Engine
@@ -74,15 +76,36 @@ def with_future_events(
     return out
 
 
+def built_frames(built: Settings) -> dict[str, pd.DataFrame]:
+    """The feature tables ``crm-intel features build`` wrote for ``built`` (creation rows
+    included), as :func:`build_frames` returns them: strings as ``string[pyarrow]``."""
+    out = {}
+    for name in FEATURES:
+        path = built.features_dir / f"{name}.parquet"
+        frame = pd.read_parquet(path)
+        for field in pq.read_schema(path):
+            if pa.types.is_string(field.type):
+                frame[field.name] = frame[field.name].astype("string[pyarrow]")
+        out[name] = frame
+    return out
+
+
 def check_events_after_t_change_nothing_up_to_t(
-    tables: dict[str, pd.DataFrame], engine: Engine | None = None
+    tables: dict[str, pd.DataFrame],
+    engine: Engine | None = None,
+    base: dict[str, pd.DataFrame] | None = None,
 ) -> None:
-    """Every feature row at a snapshot <= CUT is the same with thousands of events added after
-    it; rows after it change (so the check has teeth)."""
+    """Every feature row at a snapshot <= CUT (creation rows included) is the same with thousands
+    of events added after it; rows after it change (so the check has teeth).
+
+    Args:
+        base: the feature tables of ``tables`` (:func:`built_frames`), when already built.
+    """
     names = tuple(FEATURES)
-    base = build_frames(tables, SETTINGS, names, engine=engine)
+    if base is None:
+        base = build_frames(tables, SETTINGS, names, engine=engine, creation_rows=True)
     future_tables = with_future_events(tables, CUT, np.random.default_rng(0))
-    future = build_frames(future_tables, SETTINGS, names, engine=engine)
+    future = build_frames(future_tables, SETTINGS, names, engine=engine, creation_rows=True)
     for name, key in FEATURES.items():
         b, f = base[name], future[name]
         before = b[b["event_timestamp"] <= CUT].sort_values([key, "event_timestamp"])
@@ -179,20 +202,34 @@ def check_training_rows_equal_features_known_at_their_time(
     return checked
 
 
-def creation_rows(tables: dict[str, pd.DataFrame], engine: Engine | None = None) -> pd.DataFrame:
-    """The creation rows ``crm-intel features build`` adds after the weekly snapshots."""
-    frame = build_frames(tables, SETTINGS, ("lead_features",), engine=engine, creation_rows=True)
-    rows = frame["lead_features"]
+def creation_rows(
+    tables: dict[str, pd.DataFrame],
+    engine: Engine | None = None,
+    lead_features: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The creation rows ``crm-intel features build`` adds after the weekly snapshots (of
+    ``lead_features``, the lead features of ``tables`` when already built)."""
+    rows = lead_features
+    if rows is None:
+        names = ("lead_features",)
+        rows = build_frames(tables, SETTINGS, names, engine, creation_rows=True)["lead_features"]
     last = snapshot_times(tables, SETTINGS).max()
     return rows[rows["event_timestamp"] >= last].reset_index(drop=True)
 
 
 def check_creation_rows_equal_features_known_when_created(
-    tables: dict[str, pd.DataFrame], n_leads: int, engine: Engine | None = None
+    tables: dict[str, pd.DataFrame],
+    n_leads: int,
+    engine: Engine | None = None,
+    lead_features: pd.DataFrame | None = None,
 ) -> None:
     """Each creation row (a lead created since the last snapshot) equals the features rebuilt
-    from the CRM as known at its time, stamped at its lead's ``created_at`` to the second."""
-    rows = creation_rows(tables, engine)
+    from the CRM as known at its time, stamped at its lead's ``created_at`` to the second.
+
+    Args:
+        lead_features: the lead features of ``tables`` (:func:`built_frames`), when already built.
+    """
+    rows = creation_rows(tables, engine, lead_features)
     last = snapshot_times(tables, SETTINGS).max()
     created = tables["leads"].set_index("lead_id")["created_at"]
     # the last snapshot's own rows are weekly rows: creation rows are the ones after it

@@ -110,7 +110,8 @@ def test_an_empty_table_restaged_by_part_reads_back_empty(tmp_path: Path) -> Non
         empty = engine.con.sql("SELECT 'L1' AS lead_id, 1 AS n WHERE false")
         # when it is restaged by part
         clustered = engine.clustered(empty, "part", empty.n % 3)
-        # then it reads back with its columns and no rows
+        # then it reads back with its columns, of their types, and no rows
+        assert clustered.schema() == empty.mutate(part=empty.n % 3).schema()
         assert engine.fetch(clustered).column_names == ["lead_id", "n", "part"]
         assert engine.fetch(clustered).num_rows == 0
     finally:

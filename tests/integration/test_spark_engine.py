@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from engine_checks import TABLES, fixture_differences
 from leakage_checks import (
+    built_frames,
     check_creation_rows_equal_features_known_when_created,
     check_events_after_t_change_nothing_up_to_t,
     check_training_rows_equal_features_known_at_their_time,
@@ -74,9 +75,10 @@ def test_spark_and_duckdb_builds_give_the_same_training_sets(
 
 
 def test_on_spark_events_after_t_change_no_feature_up_to_t(
-    small_sim: SimulationResult, spark: SparkEngine
+    spark_built: Settings, small_sim: SimulationResult, spark: SparkEngine
 ) -> None:
-    check_events_after_t_change_nothing_up_to_t(small_sim.tables, spark)
+    # the module's build of the test CRM against a build with thousands of events after T
+    check_events_after_t_change_nothing_up_to_t(small_sim.tables, spark, built_frames(spark_built))
 
 
 def test_on_spark_training_rows_equal_features_known_at_their_time(
@@ -92,9 +94,11 @@ def test_on_spark_training_rows_equal_features_known_at_their_time(
 
 
 def test_on_spark_creation_rows_equal_features_known_when_created(
-    small_sim: SimulationResult, spark: SparkEngine
+    spark_built: Settings, small_sim: SimulationResult, spark: SparkEngine
 ) -> None:
-    check_creation_rows_equal_features_known_when_created(small_sim.tables, 1, spark)
+    # the creation rows of the module's build, each against a build of the CRM as known then
+    lead_features = built_frames(spark_built)["lead_features"]
+    check_creation_rows_equal_features_known_when_created(small_sim.tables, 1, spark, lead_features)
 
 
 # ------------------------------------------------------------------------- batch scoring
