@@ -68,9 +68,12 @@ if {engine!r} == "spark":
     t0 = time.perf_counter()
     spark_session(settings, {{"spark.driver.memory": {driver_memory!r}}})
     session_seconds = time.perf_counter() - t0
+marks = []
+def progress(step, amount=1, /):
+    marks.append([step, time.perf_counter() - t0])
 t0 = time.perf_counter()
-counts = build(settings)
-RESULT = {{"rows": counts, "build_seconds": time.perf_counter() - t0,
+counts = build(settings, progress=progress)
+RESULT = {{"rows": counts, "build_seconds": time.perf_counter() - t0, "marks": marks,
           "session_seconds": session_seconds,
           "interactions": ds.dataset({interactions!r}).count_rows()}}
 """
@@ -206,6 +209,33 @@ def engine_figures(result: dict[str, Any], data: Path) -> dict[str, Any]:
     }
     if result.get("session_seconds"):
         out["spark_session_seconds"] = round(result["session_seconds"], 1)
+    if result.get("marks"):
+        out |= step_seconds(result["marks"], result["build_seconds"])
+    return out
+
+
+def step_seconds(marks: list[list[Any]], end: float) -> dict[str, Any]:
+    """Seconds per step of a build, from its progress marks (step, seconds since the start):
+    each table's, and of a table built in parts, its parts' mean, fastest and slowest."""
+    tables: dict[str, float] = {}
+    parts: dict[str, list[float]] = {}
+    stops = [*(at for _, at in marks[1:]), end]
+    for (step, start), stop in zip(marks, stops, strict=True):
+        table, _, part = step.partition(", part ")
+        tables[table] = tables.get(table, 0.0) + stop - start
+        if part:
+            parts.setdefault(table, []).append(stop - start)
+    out: dict[str, Any] = {"step_seconds": {k: round(v, 1) for k, v in tables.items()}}
+    if parts:
+        out["part_seconds"] = {
+            table: {
+                "parts": len(times),
+                "mean": round(sum(times) / len(times), 1),
+                "min": round(min(times), 1),
+                "max": round(max(times), 1),
+            }
+            for table, times in parts.items()
+        }
     return out
 
 

@@ -107,7 +107,6 @@ REFERENCES: tuple[tuple[str, str, str, str], ...] = (
 )
 BATCH_ROWS = 500_000
 RawSource = Path | Mapping[str, pd.DataFrame]
-Progress = Callable[[str], None]
 
 
 class FeatureInputError(ValueError):
@@ -422,18 +421,39 @@ def _as_stored(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordB
 
 
 def stored_batches(
-    engine: Engine, parts: list[ir.Table], name: str, key: str, rows: int = BATCH_ROWS
+    engine: Engine,
+    parts: list[ir.Table],
+    name: str,
+    key: str,
+    rows: int = BATCH_ROWS,
+    on_part: Callable[[int, int], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The rows of one table as stored, part by part, each ordered by key then time."""
+    """The rows of one table as stored, part by part, each ordered by key then time.
+
+    Args:
+        on_part: told ``(part, parts)``, counting from 1, as each part starts (when in parts).
+    """
     schema = _stored_schema(name, key)
-    for expr in parts:
+    for number, expr in enumerate(parts, start=1):
+        if on_part is not None and len(parts) > 1:
+            on_part(number, len(parts))
         for batch in engine.batches(expr.order_by([key, TIME]), rows):
             if batch.num_rows:
                 yield _as_stored(batch, schema, key)
 
 
-def write_table(engine: Engine, parts: list[ir.Table], name: str, key: str, path: Path) -> int:
+def write_table(
+    engine: Engine,
+    parts: list[ir.Table],
+    name: str,
+    key: str,
+    path: Path,
+    on_part: Callable[[int, int], None] | None = None,
+) -> int:
     """Stream one table into the Parquet file ``path`` (the caller's temp directory).
+
+    Args:
+        on_part: see :func:`stored_batches`.
 
     Returns:
         rows written.
@@ -441,7 +461,7 @@ def write_table(engine: Engine, parts: list[ir.Table], name: str, key: str, path
     schema = _stored_schema(name, key)
     rows = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in stored_batches(engine, parts, name, key):
+        for batch in stored_batches(engine, parts, name, key, on_part=on_part):
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows

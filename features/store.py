@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -63,14 +63,20 @@ OFFLINE_STORES = {
     "duckdb_asof": "features.offline_store.DuckDBAsofOfflineStore",
     "file": "file",
 }
-Progress = Callable[[str], None]
+
+
+class Progress(Protocol):
+    """Told as each step of a long job starts: ``amount`` is how many of the job's counted steps
+    it is (0 for a step within one, e.g. one part of a table built in parts)."""
+
+    def __call__(self, step: str, amount: float = 1, /) -> None: ...
 
 
 class UnknownEntityError(ValueError):
     """An entity name that is not ``lead``, ``account`` or ``content``."""
 
 
-def _noop(_: str) -> None:
+def _noop(step: str, amount: float = 1, /) -> None:
     pass
 
 
@@ -196,9 +202,12 @@ def build(
         built = feature_tables(engine, raw, settings, creation_rows=True, facts=facts)
         with atomic_dir(settings.features_dir) as tmp:
             for name, parts in built.tables.items():
-                progress(name.replace("_", " "))
+                label = name.replace("_", " ")
+                progress(label)
                 path = tmp / f"{name}.parquet"
-                counts[name] = write_table(engine, parts, name, built.keys[name], path)
+                counts[name] = write_table(
+                    engine, parts, name, built.keys[name], path, _each_part(progress, label)
+                )
                 if name == "lead_features" and counts[name] == 0:
                     raise FeatureInputError(
                         "no lead is open at any snapshot: no lead features to build"
@@ -224,6 +233,15 @@ def build(
         else:
             engine.release()
     return counts
+
+
+def _each_part(progress: Progress, label: str) -> Callable[[int, int], None]:
+    """A table's per-part progress: at 100 M interactions the lead tables take an hour each."""
+
+    def started(part: int, parts: int) -> None:
+        progress(f"{label}, part {part} of {parts}", 0)
+
+    return started
 
 
 # ------------------------------------------------------------------------------------- apply

@@ -75,8 +75,14 @@ def test_lead_tables_built_in_parts_equal_the_frozen_tables(
     shutil.copytree(small_data_dir / "raw", tmp_path / "raw")
     settings = Settings(data_dir=tmp_path)
     # when it is built, then every table is still the pandas pipeline's, row for row
-    build(settings)
+    steps: list[tuple[str, float]] = []
+    build(settings, progress=lambda step, amount=1: steps.append((step, amount)))
     assert fixture_differences(settings.features_dir) == {name: [] for name in TABLES}
+    # and the build told which part it was on, without counting parts as steps of its own
+    assert [step for step, amount in steps if amount == 0] == [
+        f"{table}, part {k} of 5" for table in ("lead features", "lead labels") for k in range(1, 6)
+    ]
+    assert sum(amount for _, amount in steps) == 7  # the steps `features build` counts
 
 
 def test_a_build_in_parts_keeps_one_staged_copy_of_the_touches(
