@@ -473,9 +473,14 @@ def write_table(
 def _frame(engine: Engine, parts: list[ir.Table], name: str, key: str) -> pd.DataFrame:
     schema = _stored_schema(name, key)
     batches = list(stored_batches(engine, parts, name, key))
-    table = pa.Table.from_batches(batches, schema=schema)
+    return stored_frame(pa.Table.from_batches(batches, schema=schema))
+
+
+def stored_frame(table: pa.Table) -> pd.DataFrame:
+    """A feature or label table in its stored form (built, or read back from its file) as
+    :func:`build_frames` returns it: strings as ``string[pyarrow]``, labels as ``Int64``."""
     frame = table.to_pandas()
-    for field in schema:
+    for field in table.schema:
         if pa.types.is_string(field.type):
             frame[field.name] = frame[field.name].astype("string[pyarrow]")
     if "label" in frame:

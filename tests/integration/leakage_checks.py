@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crm.settings import Settings
 from features.engines import Engine
-from features.pipeline import build_frames, snapshot_times
+from features.pipeline import build_frames, snapshot_times, stored_frame
 from features.schema import LEAD_CATEGORICAL, LEAD_NUMERIC
 from features.training import feature_names, training_set
 
@@ -79,15 +78,10 @@ def with_future_events(
 def built_frames(built: Settings) -> dict[str, pd.DataFrame]:
     """The feature tables ``crm-intel features build`` wrote for ``built`` (creation rows
     included), as :func:`build_frames` returns them: strings as ``string[pyarrow]``."""
-    out = {}
-    for name in FEATURES:
-        path = built.features_dir / f"{name}.parquet"
-        frame = pd.read_parquet(path)
-        for field in pq.read_schema(path):
-            if pa.types.is_string(field.type):
-                frame[field.name] = frame[field.name].astype("string[pyarrow]")
-        out[name] = frame
-    return out
+    return {
+        name: stored_frame(pq.read_table(built.features_dir / f"{name}.parquet"))
+        for name in FEATURES
+    }
 
 
 def check_events_after_t_change_nothing_up_to_t(
