@@ -71,5 +71,15 @@ app.add_typer(valuing.app, name="value")
 app.add_typer(deduping.app, name="dedupe")
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main() -> None:
+    """The ``crm-intel`` program: the commands above, in a process that imports Feast quickly
+    (:func:`features.feast_import.skip_feast_typechecks`; ``app`` itself, as tests and
+    ``quickstart`` invoke it in their own process, leaves typeguard as it is)."""
+    from features.feast_import import skip_feast_typechecks
+
+    skip_feast_typechecks()
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -13,6 +13,12 @@ shape (workers, metrics, access log) reaches BentoML through its own runtime con
 
 from __future__ import annotations
 
+# A server process starts here: Feast, imported below, without typeguard's instrumentation of
+# its classes (half the service's import time; features.feast_import says why).
+from features.feast_import import skip_feast_typechecks
+
+skip_feast_typechecks()
+
 import asyncio
 import gc
 import json
