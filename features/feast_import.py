@@ -14,7 +14,8 @@ than the instrumentation it saves). So the entry points (the CLI before any comm
 module before its imports) call :func:`skip_feast_typechecks`, which replaces
 ``typeguard.typechecked`` with a decorator that does what ``-O`` does for Feast's modules only and
 hands everything else to typeguard unchanged. Nothing in the ``features`` package calls it at
-import: a notebook or a test that imports crm-intel as a library keeps Feast's checks.
+import: a notebook or a test that imports crm-intel's packages keeps Feast's checks, unless it
+imports the service module before Feast.
 
 This goes around typeguard's public API (it has no per-package switch; typeguard issue #468
 asks for a lazy one); the checks it skips guard arguments Feast receives from the definitions in
