@@ -33,16 +33,15 @@ import typeguard
 _TYPECHECKED = typeguard.typechecked  # typeguard's own decorator, kept for every other module
 
 
-def _is_feasts(target: Any) -> bool:
-    module = getattr(target, "__module__", None) or ""
-    return module == "feast" or module.startswith("feast.")
+def _is_feast_module(name: str) -> bool:
+    return name == "feast" or name.startswith("feast.")
 
 
 def _typechecked_except_feast(target: Any = None, **options: Any) -> Any:
     """typeguard's ``typechecked`` for every module but Feast's; Feast's targets unchanged."""
     if target is None:  # used as @typechecked(option=...)
         return functools.partial(_typechecked_except_feast, **options)
-    if _is_feasts(target):
+    if _is_feast_module(getattr(target, "__module__", None) or ""):
         return target
     return _TYPECHECKED(target, **options)
 
@@ -54,7 +53,7 @@ def skip_feast_typechecks() -> bool:
         True when Feast is still to be imported (the skip takes effect); False when it was
         imported already (its classes stay as typeguard made them; nothing is changed).
     """
-    if any(name == "feast" or name.startswith("feast.") for name in sys.modules):
+    if any(_is_feast_module(name) for name in sys.modules):
         return False
     typeguard.typechecked = _typechecked_except_feast
     return True
